@@ -1,0 +1,23 @@
+# The CADS data factory: heterogeneous CT volumes in, complete whole-body labels and a final model out.
+# Stage map and contracts: README.md. Each stage is one rules/*.smk file; each rule calls cadsflow.
+
+
+from snakemake.utils import min_version, validate
+
+min_version("9.0")
+
+
+configfile: "config/config.yaml"
+
+
+validate(config, "config/schema.yaml")
+
+
+include: "rules/common.smk"
+include: "rules/standardize.smk"
+
+
+rule all:
+    """Everything the factory builds for the configured sheet."""
+    input:
+        "results/quarantine/quarantine.tsv",

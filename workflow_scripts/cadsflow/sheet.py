@@ -1,0 +1,112 @@
+"""The volume sheet: one row per CT volume, built from a source registry or written by hand.
+
+Columns: volume_id, source, image, label, split, body_region. `label` is empty for unlabelled volumes.
+The Snakefile reads the sheet at parse time, so reading it must stay cheap at 22,022 rows (csv, no pandas).
+Relative image/label paths in a sheet are resolved against the sheet's own folder.
+"""
+
+from __future__ import annotations
+
+import csv
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+# One id pattern for the whole factory: ids become file names and wildcards, so no separators,
+# whitespace or shell metacharacters; a leading alphanumeric rules out ".", ".." and "-x".
+VOLUME_ID_PATTERN = r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}"
+_VOLUME_ID_RE = re.compile(VOLUME_ID_PATTERN)
+SPLITS = ("train_gt", "train_unlabelled", "test")
+COLUMNS = ("volume_id", "source", "image", "label", "split", "body_region")
+REQUIRED = ("volume_id", "source", "image", "split")
+
+
+class SheetError(ValueError):
+    """The volume sheet is malformed; the message names the file, the row and the problem."""
+
+
+@dataclass(frozen=True)
+class Volume:
+    volume_id: str
+    source: str
+    image: str
+    label: str  # '' when the volume carries no labels
+    split: str
+    body_region: str = ""
+
+    @property
+    def has_label(self) -> bool:
+        return bool(self.label)
+
+
+def check_volume_id(volume_id: str, where: str = "") -> str:
+    if not _VOLUME_ID_RE.fullmatch(volume_id or ""):
+        raise SheetError(
+            f"{where}invalid volume id {volume_id!r}: ids must match {VOLUME_ID_PATTERN} "
+            "(letters, digits, '.', '_', '-'; no path separators, whitespace or shell metacharacters)"
+        )
+    return volume_id
+
+
+def read_sheet(path: str | Path, known_sources: set[str] | None = None) -> dict[str, Volume]:
+    """Read and validate a sheet; return volumes by id in sheet order."""
+    path = Path(path)
+    if not path.is_file():
+        raise SheetError(f"{path}: volume sheet not found")
+    with open(path, newline="") as handle:
+        reader = csv.DictReader(handle, delimiter="\t")
+        header = reader.fieldnames or []
+        missing = [c for c in REQUIRED if c not in header]
+        if missing:
+            raise SheetError(f"{path}: missing columns {missing}; a sheet needs at least {list(REQUIRED)}")
+        base = path.resolve().parent
+        volumes: dict[str, Volume] = {}
+        for line_no, row in enumerate(reader, start=2):
+            volume = _parse_row(row, base, f"{path}:{line_no}: ", known_sources)
+            if volume.volume_id in volumes:
+                raise SheetError(f"{path}:{line_no}: duplicate volume id {volume.volume_id!r}")
+            volumes[volume.volume_id] = volume
+    if not volumes:
+        raise SheetError(f"{path}: the sheet lists no volumes")
+    return volumes
+
+
+def _parse_row(row: dict, base: Path, where: str, known_sources: set[str] | None) -> Volume:
+    volume_id = check_volume_id((row.get("volume_id") or "").strip(), where)
+    split = (row.get("split") or "").strip()
+    if split not in SPLITS:
+        raise SheetError(f"{where}volume {volume_id}: split {split!r} is not one of {SPLITS}")
+    source = (row.get("source") or "").strip()
+    if not source:
+        raise SheetError(f"{where}volume {volume_id}: empty source")
+    if known_sources is not None and source not in known_sources:
+        raise SheetError(f"{where}volume {volume_id}: source {source!r} is not in the registry")
+    image = (row.get("image") or "").strip()
+    if not image:
+        raise SheetError(f"{where}volume {volume_id}: empty image path")
+    label = (row.get("label") or "").strip()
+    if split == "train_gt" and not label:
+        raise SheetError(f"{where}volume {volume_id}: split train_gt needs a label path")
+    return Volume(
+        volume_id=volume_id,
+        source=source,
+        image=_resolve(base, image),
+        label=_resolve(base, label) if label else "",
+        split=split,
+        body_region=(row.get("body_region") or "").strip(),
+    )
+
+
+def _resolve(base: Path, value: str) -> str:
+    p = Path(value)
+    return str(p if p.is_absolute() else (base / p))
+
+
+def write_sheet(volumes: list[Volume] | tuple[Volume, ...], path: str | Path) -> None:
+    from cadsflow.atomic import atomic_path
+
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as handle:
+        writer = csv.writer(handle, delimiter="\t", lineterminator="\n")
+        writer.writerow(COLUMNS)
+        for v in volumes:
+            writer.writerow([v.volume_id, v.source, v.image, v.label, v.split, v.body_region])

@@ -1,0 +1,181 @@
+"""The source registry: one entry per data source, as data (YAML), and the sheet built from it.
+
+An entry says where a source's images and labels are, its body region and licence, how its label values map
+onto the unified structures, and which split each case belongs to. Example:
+
+    sources:
+      kits:
+        body_region: abdomen
+        licence: CC-BY-NC-SA-4.0
+        images: kits/imaging/{case}.nii.gz        # relative to the registry file; {case} names the case
+        labels: kits/segmentation/{case}.nii.gz   # optional; cases without a label file are unlabelled
+        label_values:
+          1: {union: [kidney_left, kidney_right]} # the source labels both kidneys as one class
+          2: {lesion_of: [kidney_left, kidney_right]}
+        split: {test: [case_00003], test_fraction: 0.1}
+
+Mapping entries: a structure name (exact), `{union: [...]}` (the value covers several unified structures),
+`{lesion_of: [...]}` (a lesion inside those organs), `{unannotated: true}` (voxels nobody labelled, e.g. SAROS 255),
+`{ignore: reason}` (a class with no unified counterpart). A source whose table is not known yet says
+`mapping_status: todo`: using its labels is an error, never a silent guess.
+"""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from cadsflow.labels import LabelSpace, load_label_space
+from cadsflow.sheet import Volume, check_volume_id
+
+MAPPING_KINDS = ("structure", "union", "lesion_of", "unannotated", "ignore")
+
+class RegistryError(ValueError):
+    """The registry is malformed; the message names the file, the source and the problem."""
+
+@dataclass(frozen=True)
+class LabelValue:
+    value: int
+    kind: str  # one of MAPPING_KINDS
+    targets: tuple[str, ...] = ()
+    note: str = ""
+
+@dataclass(frozen=True)
+class Source:
+    name: str
+    body_region: str
+    licence: str
+    images: str  # absolute pattern with {case}
+    labels: str  # absolute pattern with {case}, or ''
+    label_values: dict[int, LabelValue] = field(default_factory=dict)
+    test_cases: frozenset[str] = frozenset()
+    test_fraction: float = 0.0
+    mapping_status: str = "complete"  # or "todo"
+    anonymize_face: bool = False
+    sparse_slices: int = 0  # >0: annotated on every n-th axial slice only (SAROS: 5)
+    extra: dict = field(default_factory=dict)
+
+    def known_values(self) -> set[int]:
+        return {0, *self.label_values}
+
+    def require_mapping(self) -> None:
+        if self.mapping_status != "complete":
+            raise RegistryError(
+                f"source {self.name}: its label mapping is marked '{self.mapping_status}' (TODO: transcribe the "
+                "source's label table into the registry); refusing to guess"
+            )
+
+def load_registry(path: str | Path, label_space: LabelSpace | None = None) -> dict[str, Source]:
+    path = Path(path)
+    if not path.is_file():
+        raise RegistryError(f"{path}: registry not found")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise RegistryError(f"{path}: not valid YAML: {exc}") from None
+    entries = data.get("sources")
+    if not isinstance(entries, dict) or not entries:
+        raise RegistryError(f"{path}: expected a mapping 'sources:' with at least one source")
+    space = label_space or load_label_space()
+    base = path.resolve().parent
+    return {name: _parse_source(path, base, name, entry or {}, space) for name, entry in entries.items()}
+
+def _parse_source(path: Path, base: Path, name: str, entry: dict, space: LabelSpace) -> Source:
+    where = f"{path}: source {name!r}: "
+    check_volume_id(name, where)
+    if "images" not in entry:
+        raise RegistryError(f"{where}needs an 'images' pattern")
+    for key in ("images", "labels"):
+        if key in entry and "{case}" not in str(entry[key]):
+            raise RegistryError(f"{where}'{key}' pattern must contain {{case}}")
+    status = str(entry.get("mapping_status", "complete"))
+    if status not in ("complete", "todo"):
+        raise RegistryError(f"{where}mapping_status must be 'complete' or 'todo', not {status!r}")
+    values = {
+        int(v): _parse_value(where, int(v), spec, space) for v, spec in (entry.get("label_values") or {}).items()
+    }
+    if 0 in values:
+        raise RegistryError(f"{where}label value 0 is background and cannot be mapped")
+    split = entry.get("split") or {}
+    fraction = float(split.get("test_fraction", 0.0))
+    if not 0.0 <= fraction < 1.0:
+        raise RegistryError(f"{where}split.test_fraction must be in [0, 1)")
+    known = {"images", "labels", "body_region", "licence", "label_values", "split", "mapping_status",
+             "anonymize_face", "sparse_slices"}
+    return Source(
+        name=name,
+        body_region=str(entry.get("body_region", "")),
+        licence=str(entry.get("licence", "")),
+        images=_absolute(base, entry["images"]),
+        labels=_absolute(base, entry["labels"]) if entry.get("labels") else "",
+        label_values=values,
+        test_cases=frozenset(str(c) for c in split.get("test", []) or []),
+        test_fraction=fraction,
+        mapping_status=status,
+        anonymize_face=bool(entry.get("anonymize_face", False)),
+        sparse_slices=int(entry.get("sparse_slices", 0)),
+        extra={k: v for k, v in entry.items() if k not in known},
+    )
+
+def _parse_value(where: str, value: int, spec, space: LabelSpace) -> LabelValue:
+    if isinstance(spec, str):
+        kind, targets, note = "structure", (spec,), ""
+    elif isinstance(spec, dict) and len(spec) >= 1:
+        kind = next((k for k in ("union", "lesion_of", "unannotated", "ignore") if k in spec), None)
+        if kind is None:
+            raise RegistryError(f"{where}label value {value}: unknown mapping {spec!r}; expected one of {MAPPING_KINDS}")
+        raw = spec[kind]
+        targets = tuple(raw) if kind in ("union", "lesion_of") else ()
+        note = str(spec.get("name", raw if kind == "ignore" else ""))
+        if kind in ("union", "lesion_of") and len(targets) < 1:
+            raise RegistryError(f"{where}label value {value}: '{kind}' needs a list of structures")
+    else:
+        raise RegistryError(f"{where}label value {value}: cannot read mapping {spec!r}")
+    for target in targets:
+        try:
+            space.by_name(target)
+        except KeyError:
+            raise RegistryError(f"{where}label value {value}: {target!r} is not a unified structure name") from None
+    return LabelValue(value=value, kind=kind, targets=targets, note=note)
+
+def _absolute(base: Path, pattern: str) -> str:
+    p = Path(str(pattern))
+    return str(p if p.is_absolute() else base / p)
+
+def discover_volumes(sources: dict[str, Source]) -> list[Volume]:
+    """Expand each source's image pattern into volumes; ids are '<source>_<case>'."""
+    volumes: list[Volume] = []
+    for source in sources.values():
+        for case, image in _cases(source.images):
+            label = source.labels.format(case=case) if source.labels else ""
+            if label and not Path(label).exists():
+                label = ""
+            volume_id = check_volume_id(f"{source.name}_{case}", f"source {source.name}: ")
+            volumes.append(
+                Volume(volume_id, source.name, image, label, _split_for(source, case, bool(label)), source.body_region)
+            )
+    return volumes
+
+def _cases(pattern: str) -> list[tuple[str, str]]:
+    prefix, suffix = pattern.split("{case}", 1)
+    matcher = re.compile(re.escape(prefix) + r"(?P<case>[^/]+?)" + re.escape(suffix.rstrip("/")) + r"/?$")
+    found = []
+    for path in sorted(glob.glob(glob.escape(prefix) + "*" + glob.escape(suffix))):
+        match = matcher.match(path)
+        if match:
+            found.append((match["case"], path.rstrip("/")))
+    return found
+
+def _split_for(source: Source, case: str, labelled: bool) -> str:
+    if case in source.test_cases or (source.test_fraction and _unit_hash(f"{source.name}/{case}") < source.test_fraction):
+        return "test" if labelled else "train_unlabelled"
+    return "train_gt" if labelled else "train_unlabelled"
+
+def _unit_hash(text: str) -> float:
+    """Deterministic in [0, 1): a split that does not change when cases are added or reordered."""
+    return int(hashlib.sha256(text.encode()).hexdigest()[:12], 16) / float(1 << 48)

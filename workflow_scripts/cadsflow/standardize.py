@@ -1,0 +1,176 @@
+"""Standardization (Online Methods 1.2): reorient to RAS, resample to 1.5 mm isotropic, reduce the affine to
+scale/shear (rotation and translation removed), and record what restores a label map to the original grid.
+
+Output per volume: a directory with record.json (always; status ok or quarantined) and, when ok, image.nii.gz
+(int16 HU) and label.nii.gz (the source's own label values, nearest neighbour). A quarantined volume writes
+only its record, so one bad file never stops the factory.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+
+from cadsflow.atomic import atomic_dir
+from cadsflow.imageio import LoadedVolume, read_volume, save_nifti
+from cadsflow.resample import output_shape, resample
+from cadsflow.validate import IntensityRule, QuarantineError, load_checked_image, load_checked_label
+
+TARGET_SPACING_MM = 1.5  # Online Methods 1.2
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class StandardizeSettings:
+    spacing_mm: float = TARGET_SPACING_MM
+    image_interpolation: str = "cubic"
+    intensity: IntensityRule = field(default_factory=IntensityRule)
+
+
+@dataclass
+class Geometry:
+    """Everything needed to go from the standardized grid back to the original one."""
+
+    original_shape: list[int]
+    original_affine: list[list[float]]
+    orientation: list[list[float]]  # nibabel ornt: input axis -> (RAS axis, flip)
+    reoriented_shape: list[int]
+    reoriented_affine: list[list[float]]
+    zooms: list[float]  # spacing of the reoriented grid (mm)
+    spacing_mm: float
+    output_shape: list[int]
+    output_affine: list[list[float]]  # scale/shear only
+    rotation: list[list[float]]  # removed rotation (reoriented linear part = rotation @ shear_scale)
+
+
+def standardize_volume(
+    volume_id: str,
+    image_path: str,
+    label_path: str,
+    out_dir: str | Path,
+    known_label_values: set[int] | None = None,
+    settings: StandardizeSettings = StandardizeSettings(),
+    extra_record: dict | None = None,
+) -> dict:
+    """Validate, standardize and write one volume into `out_dir` (created atomically); return its record."""
+    record = {"volume_id": volume_id, "image": str(image_path), "label": str(label_path or ""), **(extra_record or {})}
+    out_dir = Path(out_dir)
+    with atomic_dir(out_dir) as tmp:
+        try:
+            image = load_checked_image(image_path, settings.intensity)
+            label = load_checked_label(label_path, image, known_label_values) if label_path else None
+        except QuarantineError as exc:
+            log.warning("%s quarantined: %s (%s)", volume_id, exc.reason, exc.file)
+            record.update(status="quarantined", reason=exc.reason, file=exc.file)
+        else:
+            geometry, std_image, std_label = _standardize_arrays(image, label, settings)
+            save_nifti(std_image, np.asarray(geometry.output_affine), tmp / "image.nii.gz")
+            if std_label is not None:
+                save_nifti(std_label, np.asarray(geometry.output_affine), tmp / "label.nii.gz")
+            record.update(status="ok", reason="", file="", geometry=asdict(geometry))
+            log.info("%s: %s -> %s at %.2f mm", volume_id, geometry.original_shape, geometry.output_shape,
+                     settings.spacing_mm)
+        (tmp / "record.json").write_text(json.dumps(record, indent=1))
+    return record
+
+
+def _standardize_arrays(image: LoadedVolume, label: LoadedVolume | None, settings: StandardizeSettings):
+    ornt = nib.orientations.io_orientation(image.affine)
+    data = nib.orientations.apply_orientation(image.data, ornt)
+    reoriented = image.affine @ nib.orientations.inv_ornt_aff(ornt, image.data.shape)
+    rotation, shear_scale = _split_rotation(reoriented[:3, :3])
+    zooms = np.sqrt((reoriented[:3, :3] ** 2).sum(axis=0))
+    out_shape = output_shape(data.shape, zooms, settings.spacing_mm)
+    steps = [settings.spacing_mm / z for z in zooms]
+    out_affine = np.eye(4)
+    out_affine[:3, :3] = shear_scale @ np.diag(steps)  # translation dropped (Online Methods 1.2)
+    std_image = resample(data, steps, out_shape, settings.image_interpolation, dtype=np.int16)
+    std_label = None
+    if label is not None:
+        label_data = nib.orientations.apply_orientation(label.data, ornt)
+        std_label = resample(label_data, steps, out_shape, "nearest", dtype=_label_dtype(label_data))
+    geometry = Geometry(
+        original_shape=list(image.data.shape),
+        original_affine=image.affine.tolist(),
+        orientation=ornt.tolist(),
+        reoriented_shape=list(data.shape),
+        reoriented_affine=reoriented.tolist(),
+        zooms=zooms.tolist(),
+        spacing_mm=settings.spacing_mm,
+        output_shape=list(out_shape),
+        output_affine=out_affine.tolist(),
+        rotation=rotation.tolist(),
+    )
+    return geometry, std_image, std_label
+
+
+def _split_rotation(linear: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """linear = rotation @ shear_scale with shear_scale upper triangular and a positive diagonal (QR)."""
+    q, r = np.linalg.qr(linear)
+    signs = np.sign(np.diag(r))
+    signs[signs == 0] = 1
+    return q * signs, (r.T * signs).T
+
+
+def _label_dtype(data: np.ndarray):
+    return np.uint8 if data.max() <= 255 else np.uint16
+
+
+def restore_label(label_std: np.ndarray, geometry: dict) -> tuple[np.ndarray, np.ndarray]:
+    """Map a label map on the standardized grid back onto the original grid (nearest neighbour).
+
+    Returns (data, affine) with exactly the original shape and affine.
+    """
+    if tuple(label_std.shape) != tuple(geometry["output_shape"]):
+        raise ValueError(
+            f"label map shape {label_std.shape} is not the standardized grid {tuple(geometry['output_shape'])}"
+        )
+    zooms = np.asarray(geometry["zooms"])
+    steps = zooms / geometry["spacing_mm"]  # reoriented index i sits at standardized index i * zoom / spacing
+    back = resample(label_std, steps, geometry["reoriented_shape"], "nearest")
+    ornt = np.asarray(geometry["orientation"])
+    inverse = np.zeros_like(ornt)
+    for axis, (target, flip) in enumerate(ornt):
+        inverse[int(target)] = (axis, flip)
+    data = nib.orientations.apply_orientation(back, inverse)
+    return np.ascontiguousarray(data), np.asarray(geometry["original_affine"])
+
+
+def restore_label_file(label_path: str, record_path: str, out_path: str) -> None:
+    geometry = json.loads(Path(record_path).read_text())["geometry"]
+    data = read_volume(label_path).data
+    restored, affine = restore_label(data, geometry)
+    save_nifti(restored, affine, out_path)
+
+
+def settings_from_config(cfg: dict) -> StandardizeSettings:
+    return StandardizeSettings(
+        spacing_mm=float(cfg["spacing_mm"]),
+        image_interpolation=cfg["image_interpolation"],
+        intensity=IntensityRule(**cfg["intensity"]),
+    )
+
+
+def read_record(volume_dir: str | Path) -> dict:
+    return json.loads((Path(volume_dir) / "record.json").read_text())
+
+
+def write_quarantine_table(volume_dirs, quarantine_path: str, status_path: str) -> None:
+    """One line per quarantined volume (volume_id, file, reason); one per volume with its status."""
+    from cadsflow.atomic import write_text
+
+    quarantined, status = ["volume_id\tfile\treason"], ["volume_id\tsource\tsplit\tstatus"]
+    for volume_dir in volume_dirs:
+        r = read_record(volume_dir)
+        status.append(f"{r['volume_id']}\t{r.get('source', '')}\t{r.get('split', '')}\t{r['status']}")
+        if r["status"] != "ok":
+            reason = r["reason"].replace("\t", " ").replace("\n", " ")
+            quarantined.append(f"{r['volume_id']}\t{r.get('file', '')}\t{reason}")
+    write_text(quarantine_path, "\n".join(quarantined) + "\n")
+    write_text(status_path, "\n".join(status) + "\n")
+    log.info("%d volumes, %d quarantined", len(status) - 1, len(quarantined) - 1)

@@ -1,0 +1,113 @@
+"""Input validation: every volume is checked before anything is written for it.
+
+A failed check raises QuarantineError with a reason a person can act on; the standardize stage turns that into
+one line of the quarantine table and the rest of the factory runs on without the volume.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from cadsflow.imageio import LoadedVolume, VolumeReadError, read_volume
+
+GRID_TOLERANCE_MM = 1e-3  # image and label affines may differ by float noise, not by geometry
+
+
+class QuarantineError(ValueError):
+    """The volume fails a check; str() is the reason recorded in the quarantine table."""
+
+    def __init__(self, reason: str, file: str = ""):
+        super().__init__(reason)
+        self.reason = reason
+        self.file = file
+
+
+@dataclass(frozen=True)
+class IntensityRule:
+    """What a CT in Hounsfield units looks like (config: standardize.intensity)."""
+
+    min_allowed: float = -4000.0  # below: not HU (e.g. raw detector values)
+    max_allowed: float = 40000.0  # above: not HU
+    air_below: float = -500.0  # a CT shows air (or -1024/-3024 padding) somewhere; MR and unscaled CT do not
+
+
+def load_checked_image(path: str, rule: IntensityRule) -> LoadedVolume:
+    vol = _read(path)
+    vol.data = _as_3d(vol.data, path)
+    _check_spacing(vol, path)
+    _check_finite(vol.data, path)
+    _check_hu(vol.data, path, rule)
+    return vol
+
+
+def load_checked_label(path: str, image: LoadedVolume, known_values: set[int] | None) -> LoadedVolume:
+    vol = _read(path)
+    vol.data = _as_3d(vol.data, path)
+    if vol.data.shape != image.data.shape:
+        raise QuarantineError(
+            f"label grid {vol.data.shape} differs from image grid {image.data.shape}", path
+        )
+    if not np.allclose(vol.affine, image.affine, atol=GRID_TOLERANCE_MM):
+        raise QuarantineError("label affine differs from image affine (not on the same grid)", path)
+    _check_finite(vol.data, path)
+    if not np.issubdtype(vol.data.dtype, np.integer):
+        if not np.array_equal(vol.data, np.round(vol.data)):
+            raise QuarantineError("label map has non-integer values", path)
+        vol.data = vol.data.astype(np.int32)
+    if vol.data.min() < 0:
+        raise QuarantineError(f"label map has negative values (min {vol.data.min()})", path)
+    if known_values is not None:
+        unknown = sorted(set(np.unique(vol.data).tolist()) - set(known_values))
+        if unknown:
+            raise QuarantineError(
+                f"label values {unknown[:10]} are not in the source's mapping (known: {sorted(known_values)[:20]})",
+                path,
+            )
+    return vol
+
+
+def _read(path: str) -> LoadedVolume:
+    try:
+        return read_volume(path)
+    except VolumeReadError as exc:
+        raise QuarantineError(f"unreadable: {exc}", path) from None
+
+
+def _as_3d(data: np.ndarray, path: str) -> np.ndarray:
+    # Trailing singleton axes (x, y, z, 1) are a common NIfTI writer habit, not a 4-D series.
+    while data.ndim > 3 and data.shape[-1] == 1:
+        data = data[..., 0]
+    if data.ndim != 3:
+        raise QuarantineError(f"expected a 3-D volume, got {data.ndim}-D array of shape {data.shape}", path)
+    if min(data.shape) < 2:
+        raise QuarantineError(f"volume of shape {data.shape} has fewer than 2 voxels along an axis", path)
+    return data
+
+
+def _check_spacing(vol: LoadedVolume, path: str) -> None:
+    zooms = vol.zooms
+    if not np.all(np.isfinite(vol.affine)) or np.any(zooms <= 1e-6) or abs(np.linalg.det(vol.affine[:3, :3])) < 1e-9:
+        raise QuarantineError(f"non-positive or degenerate voxel spacing {np.round(zooms, 4).tolist()} mm", path)
+
+
+def _check_finite(data: np.ndarray, path: str) -> None:
+    if np.issubdtype(data.dtype, np.floating):
+        bad = int(np.size(data) - np.count_nonzero(np.isfinite(data)))
+        if bad:
+            raise QuarantineError(f"{bad} voxels are NaN or infinite", path)
+
+
+def _check_hu(data: np.ndarray, path: str, rule: IntensityRule) -> None:
+    lo, hi = float(data.min()), float(data.max())
+    if lo < rule.min_allowed or hi > rule.max_allowed:
+        raise QuarantineError(
+            f"intensities {lo:.0f}..{hi:.0f} outside plausible CT range "
+            f"[{rule.min_allowed:.0f}, {rule.max_allowed:.0f}] HU", path
+        )
+    if lo >= rule.air_below:
+        raise QuarantineError(
+            f"no voxel below {rule.air_below:.0f} HU (range {lo:.0f}..{hi:.0f}): intensities look like MR or "
+            "unscaled CT, not Hounsfield units", path
+        )
