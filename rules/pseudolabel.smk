@@ -1,0 +1,97 @@
+# Stage: pseudolabel (Online Methods 2.1, 3.1). Every volume through every specialist, in shards of volumes:
+# a job loads its group's model once and predicts its shard. Head groups (557, 558) wait for group 553's
+# shard (its brain gates and centres them). Label maps: results/pseudolabels/{group}/{volume_id}.nii.gz, one per
+# volume that is not quarantined; the shard report (volume_id, status, reason) says which exist and why.
+
+from cadsflow.pseudolabel.postprocess import BRAIN_GROUP, is_head_group
+from cadsflow.pseudolabel.shards import Shards
+from cadsflow.specialists.nnunet import TRAINERS_DIR
+
+PL_SHARDS = Shards(VOLUMES, config["pseudolabel"]["shard_size"] or SP_PRESET.shard_size)
+PL_DEVICE = config["pseudolabel"]["device"] or SP_PRESET.device
+
+
+def pl_shards():
+    """Shard indices of the sheet: shard k holds the k-th chunk of the sorted volume ids."""
+    return PL_SHARDS.indices()
+
+
+def pl_shard_members(k):
+    return PL_SHARDS.members(int(k))
+
+
+def pl_shard_report(group, k):
+    return f"results/pseudolabels/{group}/shard_{k}.tsv"
+
+
+def pl_shard_report_of(group, volume_id):
+    """The report a downstream per-volume rule waits for before it reads the volume's label map."""
+    return pl_shard_report(group, PL_SHARDS.of(volume_id))
+
+
+def pl_label_map(group, volume_id):
+    """A volume's label map for one group (exists unless its shard report says quarantined or failed)."""
+    return f"results/pseudolabels/{group}/{volume_id}.nii.gz"
+
+
+def pl_brain_shard(wc):
+    """Head groups depend on group 553's shard of the same volumes: the DAG edge 553 -> 557/558."""
+    return [pl_shard_report(BRAIN_GROUP, wc.shard)] if is_head_group(int(wc.group)) else []
+
+
+def pl_brain_args(wc):
+    return f"--brain-dir results/pseudolabels/{BRAIN_GROUP}" if is_head_group(int(wc.group)) else ""
+
+
+rule pseudolabel_shard:
+    """Pseudo-label one shard of volumes with the group's specialist (one model load); report each volume."""
+    input:
+        model=lambda wc: sp_model_marker(wc.group),
+        volumes=lambda wc: [standardized(v) for v in pl_shard_members(wc.shard)],
+        brain=pl_brain_shard,
+    output:
+        report="results/pseudolabels/{group}/shard_{shard}.tsv",
+    params:
+        out_dir="results/pseudolabels/{group}",
+        brain=pl_brain_args,
+        trainers=str(TRAINERS_DIR),
+        postprocessing=config["pseudolabel"]["postprocessing"],
+        device=PL_DEVICE,
+        strict="--fail-on-volume-error" if config["pseudolabel"]["fail_on_volume_error"] else "",
+    log:
+        "logs/pseudolabel/{group}/shard_{shard}.log",
+    benchmark:
+        "benchmarks/pseudolabel/{group}/shard_{shard}.tsv"
+    wildcard_constraints:
+        group=r"55[1-9]",
+        shard=r"\d+",
+    threads: SP_PRESET.threads
+    resources:
+        **sp_job_resources(int(SP_PRESET.infer_runtime_min_per_volume * PL_SHARDS.size) + 5),
+    conda:
+        "../envs/cads.yaml"
+    shell:
+        "nnUNet_extTrainer={params.trainers:q} python -m cadsflow.pseudolabel --group {wildcards.group}"
+        " --model {input.model:q} --volumes {input.volumes:q} --out-dir {params.out_dir:q}"
+        " --report {output.report:q} {params.brain} --postprocessing {params.postprocessing:q}"
+        " --device {params.device} --threads {threads} {params.strict} --log {log:q}"
+
+
+rule pseudolabel_status:
+    """Collect every group's shard reports into one table: which volume has which pseudo-label, and why not."""
+    input:
+        reports=expand("results/pseudolabels/{group}/shard_{shard}.tsv", group=GROUP_IDS, shard=pl_shards()),
+    output:
+        status="results/pseudolabels/status.tsv",
+    log:
+        "logs/pseudolabel/status.log",
+    benchmark:
+        "benchmarks/pseudolabel/status.tsv"
+    resources:
+        mem_mb=1000,
+        runtime=10,
+        cpus_per_task=1,
+    conda:
+        "../envs/cads.yaml"
+    script:
+        "../workflow_scripts/entry/pseudolabel_status.py"

@@ -1,0 +1,246 @@
+"""Predict one shard of volumes with one specialist: one model load per job, one label map per volume.
+
+A shard job loads the nnU-Net model once (nnUNetPredictor.initialize_from_trained_model_folder) and predicts its
+volumes one after another. A volume that fails is reported and its shard-mates' label maps are kept; a rerun
+predicts only the volumes whose label map is missing or older than what it was made from (the model, the image,
+and for head groups the brain label map). Each label map is written atomically, so present means complete.
+
+Label maps are written on the standardized grid (RAS, axes x, y, z, the image's affine) with the group's label
+ids; the shard report (TSV: volume_id, status, reason) says what happened to each member.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from cadsflow.atomic import atomic_path
+from cadsflow.imageio import read_volume, save_nifti
+from cadsflow.pseudolabel.postprocess import (
+    BrainGate,
+    CleanupRules,
+    brain_gate,
+    is_head_group,
+    keep_largest_components,
+    refine_head_labels,
+)
+
+CHECKPOINT_NAME = "checkpoint_final.pth"
+REPORT_COLUMNS = ("volume_id", "status", "reason")
+OK, FAILED, QUARANTINED, SKIPPED_NO_BRAIN = "ok", "failed", "quarantined", "skipped_no_brain"
+STATUSES = (OK, FAILED, QUARANTINED, SKIPPED_NO_BRAIN)
+# Readers whose arrays are the nibabel (x, y, z) array transposed to (z, y, x), which is what we feed the model.
+SUPPORTED_READERS = ("SimpleITKIO", "NibabelIO")
+log = logging.getLogger(__name__)
+
+
+class ModelLoadError(RuntimeError):
+    """The specialist model cannot be used for pseudo-labeling; the message names the model folder."""
+
+
+@dataclass(frozen=True)
+class VolumeOutcome:
+    volume_id: str
+    status: str
+    reason: str = ""
+
+
+@dataclass
+class ShardReport:
+    outcomes: list[VolumeOutcome] = field(default_factory=list)
+    model_loads: int = 0
+    predicted: int = 0
+
+    @property
+    def failed(self) -> list[VolumeOutcome]:
+        return [o for o in self.outcomes if o.status == FAILED]
+
+
+def label_map_path(out_dir: str | Path, volume_id: str) -> Path:
+    """Where a volume's label map for one group lives: <out_dir>/<volume_id>.nii.gz."""
+    return Path(out_dir) / f"{volume_id}.nii.gz"
+
+
+def predict_shard(model_dir: str | Path, fold: str, volume_dirs, out_dir: str | Path, group: int,
+                  device: str = "cpu", cleanup: CleanupRules | None = None, brain_dir: str | Path | None = None,
+                  report_path: str | Path | None = None, checkpoint_name: str = CHECKPOINT_NAME) -> ShardReport:
+    """Pseudo-label the standardized volumes in `volume_dirs` (results/standardized/<id>/) with one model load.
+
+    Head groups (557, 558) need `brain_dir`, the folder of group 553's label maps of the same volumes.
+    Writes <out_dir>/<id>.nii.gz per volume and, if given, the shard report at `report_path`.
+    """
+    model_dir = Path(model_dir)
+    checkpoint = model_dir / f"fold_{fold}" / checkpoint_name
+    if is_head_group(group) and brain_dir is None:
+        raise ValueError(f"group {group} is a head group: predict_shard needs brain_dir (group 553's label maps)")
+    cleanup = cleanup or CleanupRules(keep_largest={})
+    report = ShardReport()
+    predictor = None
+    for volume_dir in map(Path, volume_dirs):
+        volume_id = volume_dir.name
+        try:
+            job = _plan_volume(volume_dir, out_dir, group, checkpoint, brain_dir)
+            if job.outcome is not None:
+                report.outcomes.append(job.outcome)
+                continue
+            if predictor is None:
+                predictor = load_predictor(model_dir, fold, device, checkpoint_name)
+                report.model_loads += 1
+            _predict_volume(predictor, job, group, cleanup)
+            report.predicted += 1
+            report.outcomes.append(VolumeOutcome(volume_id, OK, "predicted"))
+        except ModelLoadError:
+            raise  # no volume of this shard can be predicted: the job fails, naming the model
+        except Exception as exc:  # one volume's failure must not discard its shard-mates' results
+            log.exception("volume %s (%s): pseudo-labeling for group %s failed", volume_id, volume_dir, group)
+            report.outcomes.append(VolumeOutcome(volume_id, FAILED, _one_line(f"{type(exc).__name__}: {exc}")))
+    if report_path is not None:
+        write_report(report, report_path)
+    log.info("group %s: shard of %d volumes, %d predicted, %d failed, %d model load(s)", group,
+             len(report.outcomes), report.predicted, len(report.failed), report.model_loads)
+    return report
+
+
+def load_predictor(model_dir: str | Path, fold: str, device: str, checkpoint_name: str = CHECKPOINT_NAME):
+    """An nnUNetPredictor with the trained weights loaded; mirroring off (Online Methods 6.1)."""
+    import torch
+    from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
+
+    model_dir = Path(model_dir)
+    log.info("model load: %s fold %s checkpoint %s on %s", model_dir, fold, checkpoint_name, device)
+    predictor = nnUNetPredictor(
+        tile_step_size=0.5,
+        use_gaussian=True,
+        use_mirroring=False,
+        perform_everything_on_device=device != "cpu",
+        device=torch.device(device),
+        verbose=False,
+        verbose_preprocessing=False,
+        allow_tqdm=False,
+    )
+    try:
+        predictor.initialize_from_trained_model_folder(str(model_dir), use_folds=(fold,),
+                                                       checkpoint_name=checkpoint_name)
+    except Exception as exc:
+        raise ModelLoadError(f"{model_dir}: cannot load fold {fold} ({checkpoint_name}): "
+                             f"{type(exc).__name__}: {exc}") from exc
+    reader = predictor.plans_manager.image_reader_writer_class.__name__
+    if reader not in SUPPORTED_READERS:
+        raise ModelLoadError(f"{model_dir}: planned with image reader {reader}; pseudo-labeling feeds arrays in "
+                             f"the axis order of {SUPPORTED_READERS}")
+    return predictor
+
+
+def write_report(report: ShardReport, path: str | Path) -> None:
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as handle:
+        writer = csv.writer(handle, delimiter="\t", lineterminator="\n")
+        writer.writerow(REPORT_COLUMNS)
+        for o in report.outcomes:
+            writer.writerow([o.volume_id, o.status, o.reason])
+
+
+def read_report(path: str | Path) -> list[VolumeOutcome]:
+    with open(path, newline="") as handle:
+        return [VolumeOutcome(r["volume_id"], r["status"], r["reason"])
+                for r in csv.DictReader(handle, delimiter="\t")]
+
+
+def write_status_table(report_paths, out: str | Path) -> None:
+    """One row per group and volume (group, volume_id, status, reason) from shard reports under <group>/."""
+    counts: dict[tuple[str, str], int] = {}
+    with atomic_path(out) as tmp, open(tmp, "w", newline="") as handle:
+        writer = csv.writer(handle, delimiter="\t", lineterminator="\n")
+        writer.writerow(("group", *REPORT_COLUMNS))
+        for path in sorted(map(Path, report_paths), key=lambda p: (p.parent.name, _shard_index(p))):
+            group = path.parent.name
+            for o in read_report(path):
+                writer.writerow([group, o.volume_id, o.status, o.reason])
+                counts[group, o.status] = counts.get((group, o.status), 0) + 1
+    for (group, status), n in sorted(counts.items()):
+        log.info("group %s: %d %s", group, n, status)
+
+
+def _shard_index(path: Path) -> int:
+    return int(path.stem.rsplit("_", 1)[-1])
+
+
+@dataclass
+class _VolumeJob:
+    volume_id: str
+    image: Path
+    out: Path
+    gate: BrainGate | None = None  # head groups only
+    brain_shape: tuple[int, ...] | None = None
+    outcome: VolumeOutcome | None = None  # set when nothing is left to predict
+
+
+def _plan_volume(volume_dir: Path, out_dir, group: int, checkpoint: Path, brain_dir) -> _VolumeJob:
+    """Decide what a volume needs: nothing (quarantined, up to date, or gated out) or a prediction."""
+    volume_id = volume_dir.name
+    record = _read_record(volume_dir)
+    job = _VolumeJob(volume_id, volume_dir / "image.nii.gz", label_map_path(out_dir, volume_id))
+    if record.get("status") == "quarantined":
+        job.outcome = VolumeOutcome(volume_id, QUARANTINED, _one_line(str(record.get("reason") or "quarantined")))
+        return job
+    if record.get("status") != "ok":
+        raise ValueError(f"{volume_dir / 'record.json'}: status {record.get('status')!r}, expected ok or quarantined")
+    sources = [checkpoint, job.image]
+    if is_head_group(group):
+        brain_map = label_map_path(brain_dir, volume_id)
+        if not brain_map.is_file():
+            raise FileNotFoundError(f"{brain_map}: group 553 label map of volume {volume_id} is missing; "
+                                    "head groups are gated and cropped by its brain")
+        sources.append(brain_map)
+        brain = read_volume(brain_map)
+        job.gate = brain_gate(brain.data)
+        job.brain_shape = brain.data.shape
+        if not job.gate.passes:
+            if not _is_up_to_date(job.out, sources):
+                save_nifti(np.zeros(brain.data.shape, dtype=np.uint8), brain.affine, job.out)
+            job.outcome = VolumeOutcome(volume_id, SKIPPED_NO_BRAIN, job.gate.reason)
+            return job
+    if _is_up_to_date(job.out, sources):
+        job.outcome = VolumeOutcome(volume_id, OK, "up to date from an earlier run")
+    return job
+
+
+def _predict_volume(predictor, job: _VolumeJob, group: int, cleanup: CleanupRules) -> None:
+    volume = read_volume(job.image)  # (x, y, z), raises naming the file
+    if job.brain_shape is not None and job.brain_shape != volume.data.shape:
+        raise ValueError(f"{job.image}: grid {volume.data.shape} differs from its group 553 label map's "
+                         f"{job.brain_shape}; the brain box would be misplaced")
+    # nnU-Net works on SimpleITK's (z, y, x) order with spacing to match (see predict_single_npy_array's notes).
+    data = np.ascontiguousarray(np.asarray(volume.data, dtype=np.float32).transpose(2, 1, 0))[None]
+    spacing = [float(s) for s in volume.zooms[::-1]]
+    segmentation = predictor.predict_single_npy_array(data, {"spacing": spacing}, None, None, False)
+    labels = np.ascontiguousarray(np.asarray(segmentation).transpose(2, 1, 0)).astype(np.uint8)
+    if labels.shape != volume.data.shape:
+        raise ValueError(f"{job.image}: prediction shape {labels.shape} differs from the image's {volume.data.shape}")
+    labels = keep_largest_components(labels, cleanup)
+    if is_head_group(group):
+        labels = refine_head_labels(group, labels, job.gate)
+    save_nifti(labels, volume.affine, job.out)
+
+
+def _read_record(volume_dir: Path) -> dict:
+    path = volume_dir / "record.json"
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"{path}: cannot read the standardization record ({exc})") from None
+
+
+def _is_up_to_date(out: Path, sources: list[Path]) -> bool:
+    if not out.is_file():
+        return False
+    made = out.stat().st_mtime
+    return all(made >= s.stat().st_mtime for s in sources if s.exists())
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())

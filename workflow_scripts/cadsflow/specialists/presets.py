@@ -1,0 +1,142 @@
+"""Training presets (config/presets.yaml): a preset is data the rules read, never a code branch.
+
+`smoke` trains a tiny specialist on a CPU in about a minute (the demo and the tests); `paper` is the stock
+nnU-Net schedule on a GPU. The DAG is the same for both.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from cadsflow.paths import CONFIG_DIR
+
+PRESETS_YAML = CONFIG_DIR / "presets.yaml"
+SCHEDULE_KEYS = ("epochs", "iterations_per_epoch", "val_iterations_per_epoch")
+_FIELDS = (
+    "trainer", "schedule", "plans", "planner", "gpu_memory_target_gb", "target_spacing_mm", "configuration",
+    "fold", "device", "threads", "num_processes", "shard_size", "gpus", "gpu_model", "train_runtime_min",
+    "infer_runtime_min_per_volume", "mem_mb",
+)
+
+
+class PresetError(ValueError):
+    """A preset is missing or malformed; the message names the file, the preset and the key."""
+
+
+@dataclass(frozen=True)
+class Preset:
+    name: str
+    trainer: str
+    schedule: dict[str, int]
+    plans: str
+    planner: str
+    gpu_memory_target_gb: float | None
+    target_spacing_mm: tuple[float, float, float] | None
+    configuration: str
+    fold: str  # "all" or "0".."4", as nnU-Net names fold folders
+    device: str
+    threads: int
+    num_processes: int
+    shard_size: int
+    gpus: int
+    gpu_model: str | None
+    train_runtime_min: int
+    infer_runtime_min_per_volume: float
+    mem_mb: int
+
+    @property
+    def model_folder_name(self) -> str:
+        """nnU-Net's name for a trained model folder inside the dataset's results folder."""
+        return f"{self.trainer}__{self.plans}__{self.configuration}"
+
+
+def load_preset(name: str, path: str | Path = PRESETS_YAML) -> Preset:
+    """Read one preset; raise PresetError naming the file, the preset and what is wrong."""
+    path = Path(path)
+    try:
+        table = yaml.safe_load(path.read_text()) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise PresetError(f"{path}: cannot read presets ({exc})") from None
+    if name not in table:
+        raise PresetError(f"{path}: no preset {name!r}; presets are {sorted(table)}")
+    entry = table[name]
+    where = f"{path}: preset {name!r}"
+    missing = [k for k in _FIELDS if k not in entry]
+    unknown = sorted(set(entry) - set(_FIELDS))
+    if missing or unknown:
+        raise PresetError(f"{where}: missing keys {missing}, unknown keys {unknown}")
+    return Preset(
+        name=name,
+        trainer=str(entry["trainer"]),
+        schedule=_schedule(entry["schedule"], where),
+        plans=str(entry["plans"]),
+        planner=str(entry["planner"]),
+        gpu_memory_target_gb=_optional_float(entry["gpu_memory_target_gb"], f"{where}: gpu_memory_target_gb"),
+        target_spacing_mm=_spacing(entry["target_spacing_mm"], where),
+        configuration=str(entry["configuration"]),
+        fold=_fold(entry["fold"], where),
+        device=_device(entry["device"], where),
+        threads=_positive_int(entry["threads"], f"{where}: threads"),
+        num_processes=_positive_int(entry["num_processes"], f"{where}: num_processes"),
+        shard_size=_positive_int(entry["shard_size"], f"{where}: shard_size"),
+        gpus=_non_negative_int(entry["gpus"], f"{where}: gpus"),
+        gpu_model=None if entry["gpu_model"] is None else str(entry["gpu_model"]),
+        train_runtime_min=_positive_int(entry["train_runtime_min"], f"{where}: train_runtime_min"),
+        infer_runtime_min_per_volume=float(entry["infer_runtime_min_per_volume"]),
+        mem_mb=_positive_int(entry["mem_mb"], f"{where}: mem_mb"),
+    )
+
+
+def _schedule(value, where: str) -> dict[str, int]:
+    if not isinstance(value, dict) or sorted(value) != sorted(SCHEDULE_KEYS):
+        raise PresetError(f"{where}: schedule must have exactly the keys {list(SCHEDULE_KEYS)}, got {value!r}")
+    return {k: _positive_int(value[k], f"{where}: schedule.{k}") for k in SCHEDULE_KEYS}
+
+
+def _spacing(value, where: str) -> tuple[float, float, float] | None:
+    if value is None:
+        return None
+    if not isinstance(value, (list, tuple)) or len(value) != 3 or not all(_is_number(v) and v > 0 for v in value):
+        raise PresetError(f"{where}: target_spacing_mm must be null or three positive numbers (mm), got {value!r}")
+    return tuple(float(v) for v in value)
+
+
+def _fold(value, where: str) -> str:
+    fold = str(value)
+    if fold != "all" and not (fold.isdigit() and int(fold) < 5):
+        raise PresetError(f"{where}: fold must be 'all' or 0-4, got {value!r}")
+    return fold
+
+
+def _device(value, where: str) -> str:
+    device = str(value)
+    if device not in ("cpu", "cuda", "mps"):
+        raise PresetError(f"{where}: device must be cpu, cuda or mps, got {value!r}")
+    return device
+
+
+def _optional_float(value, where: str) -> float | None:
+    if value is None:
+        return None
+    if not _is_number(value) or value <= 0:
+        raise PresetError(f"{where}: expected null or a positive number, got {value!r}")
+    return float(value)
+
+
+def _positive_int(value, where: str) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise PresetError(f"{where}: expected a positive integer, got {value!r}")
+    return value
+
+
+def _non_negative_int(value, where: str) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise PresetError(f"{where}: expected a non-negative integer, got {value!r}")
+    return value
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
