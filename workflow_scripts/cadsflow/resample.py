@@ -23,7 +23,11 @@ def resample(data: np.ndarray, steps, out_shape, kind: str, dtype=None) -> np.nd
     """Resample `data` so that output index j along axis a samples input index j * steps[a]."""
     if kind not in KERNELS:
         raise ValueError(f"unknown interpolation {kind!r}; expected one of {KERNELS}")
-    work = data if kind == "nearest" else data.astype(np.float32, copy=False)
+    if data.flags.f_contiguous and not data.flags.c_contiguous:
+        # NIfTI arrays arrive in Fortran order; gathering along their slow axis is ~8x slower, so work on the
+        # C-ordered transpose (a view, no copy) and transpose back.
+        return resample(data.T, list(steps)[::-1], tuple(out_shape)[::-1], kind, dtype).T
+    work = data  # integer input is converted tap by tap after the first (shrinking) pass, not copied whole
     # Shrinking axes first keeps intermediate arrays small.
     for axis in sorted(range(data.ndim), key=lambda a: -steps[a]):
         work = _resample_axis(work, axis, out_shape[axis], steps[axis], kind)
@@ -49,7 +53,7 @@ def _resample_axis(arr: np.ndarray, axis: int, n_out: int, step: float, kind: st
         w = _weight(kind, t - offset)
         shape = [1] * arr.ndim
         shape[axis] = n_out
-        term = np.take(arr, idx, axis=axis)
+        term = np.take(arr, idx, axis=axis).astype(np.float32, copy=False)
         term *= w.reshape(shape)
         out = term if out is None else np.add(out, term, out=out)
     return out
