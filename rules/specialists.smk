@@ -15,8 +15,8 @@ def sp_model_marker(group):
 
 
 def sp_raw_dataset(group):
-    """The group's nnU-Net raw dataset folder, as the gt stage names and exports it (rules/gt.smk)."""
-    return f"{config['specialists']['nnunet_raw']}/{GT_TRAINING[int(group)].dataset_name}"
+    """The group's nnU-Net raw dataset folder, as the gt stage names and exports it (GROUP_TRAINING, rules/gt.smk)."""
+    return f"{config['specialists']['nnunet_raw']}/{GROUP_TRAINING[int(group)].dataset_name}"
 
 
 def sp_job_resources(runtime_min):
@@ -32,10 +32,11 @@ def sp_job_resources(runtime_min):
 rule train_specialist:
     """Plan, preprocess and train the group's nnU-Net specialist from its GT dataset; mark the model done."""
     input:
-        dataset=lambda wc: sp_raw_dataset(wc.group),
+        dataset_json=lambda wc: f"{sp_raw_dataset(wc.group)}/dataset.json",
     output:
         marker=f"{SP_MODELS}/{{group}}.done",
     params:
+        dataset=lambda wc: sp_raw_dataset(wc.group),
         preset=SP_PRESET.name,
         presets=config["specialists"]["presets"],
         raw=config["specialists"]["nnunet_raw"],
@@ -53,7 +54,7 @@ rule train_specialist:
     conda:
         "../envs/cads.yaml"
     shell:
-        "python -m cadsflow.specialists --group {wildcards.group} --dataset {input.dataset:q}"
+        "python -m cadsflow.specialists --group {wildcards.group} --dataset {params.dataset:q}"
         " --preset {params.preset:q} --presets-file {params.presets:q}"
         " --nnunet-raw {params.raw:q} --nnunet-preprocessed {params.preprocessed:q} --nnunet-results {params.results:q}"
         " --marker {output.marker:q} --log {log:q}"
