@@ -2,12 +2,15 @@
 # Stage map and contracts: README.md. Each stage is one rules/*.smk file; each rule calls cadsflow.
 
 
+from pathlib import Path
+
 from snakemake.utils import min_version, validate
 
 min_version("9.0")
 
 
-configfile: "config/config.yaml"
+# The defaults travel with the workflow; --configfile/--config on the command line override them.
+configfile: Path(workflow.basedir) / "config" / "config.yaml"
 
 
 validate(config, "config/schema.yaml")

@@ -16,6 +16,14 @@ wildcard_constraints:
     group=r"55[1-9]",
 
 
+def project_path(path):
+    """A config path as given if it exists from the working directory, else relative to the workflow."""
+    p = Path(path)
+    if p.is_absolute() or p.exists():
+        return p
+    return Path(workflow.basedir) / p
+
+
 def _load_volumes():
     sheet = Path(config["sheet"])
     if config["demo"]["enabled"] and not sheet.exists():
@@ -30,7 +38,7 @@ def _load_volumes():
     return sources, volumes
 
 
-LABEL_SPACE = load_label_space(config["label_space"])
+LABEL_SPACE = load_label_space(project_path(config["label_space"]))
 SOURCES, VOLUMES = _load_volumes()
 
 

@@ -8,22 +8,22 @@ rule standardize:
         label=lambda wc: existing(volume(wc.volume_id).label),
     output:
         directory("results/standardized/{volume_id}"),
-    params:
-        volume=lambda wc: volume(wc.volume_id),
-        known_values=lambda wc: known_label_values(wc.volume_id),
-        settings=config["standardize"],
     log:
         "logs/standardize/{volume_id}.log",
     benchmark:
         "benchmarks/standardize/{volume_id}.tsv"
     group:
         "per_volume"
+    conda:
+        "../envs/cads.yaml"
     resources:
         mem_mb=mem_from_inputs(1000, 60),
         runtime=20,
         cpus_per_task=1,
-    conda:
-        "../envs/cads.yaml"
+    params:
+        volume=lambda wc: volume(wc.volume_id),
+        known_values=lambda wc: known_label_values(wc.volume_id),
+        settings=config["standardize"],
     script:
         "../workflow_scripts/entry/standardize.py"
 
@@ -39,11 +39,11 @@ rule quarantine_table:
         "logs/quarantine/quarantine_table.log",
     benchmark:
         "benchmarks/quarantine/quarantine_table.tsv"
+    conda:
+        "../envs/cads.yaml"
     resources:
         mem_mb=2000,
         runtime=30,
         cpus_per_task=1,
-    conda:
-        "../envs/cads.yaml"
     script:
         "../workflow_scripts/entry/quarantine_table.py"

@@ -1,0 +1,37 @@
+"""Run the real workflow (Snakefile of this repository) in a scratch working directory."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
+
+
+def write_config(workdir: Path, **overrides) -> Path:
+    """A config file that points the sheet, registry and demo cohort into `workdir`."""
+    demo = workdir / "demo"
+    cfg = {
+        "sheet": str(demo / "volumes.tsv"),
+        "registry": str(demo / "registry.yaml"),
+        "demo": {"enabled": True, "directory": str(demo)},
+    }
+    cfg.update(overrides)
+    path = workdir / "test_config.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def snakemake(workdir: Path, *args: str, config: Path | None = None, timeout: int = 3000, check=True):
+    cmd = [SNAKEMAKE, "-s", str(REPO / "Snakefile"), "--directory", str(workdir), "--cores", "2", "--nolock"]
+    cmd += list(args)
+    if config is not None:  # last: --configfile takes several values and would swallow targets after it
+        cmd += ["--configfile", str(config)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"snakemake {' '.join(args)} failed ({proc.returncode}):\n{proc.stderr[-6000:]}")
+    return proc
