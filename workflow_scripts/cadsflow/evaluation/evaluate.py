@@ -11,14 +11,27 @@ from __future__ import annotations
 import csv
 import logging
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 
-from cadsflow.evaluation.alignment import SourceAlignment, annotated_slices, restrict_to_slices
-from cadsflow.evaluation.metrics import NSD_TOLERANCE_MM, bounding_box_diagonal_mm, score_label_maps
-from cadsflow.evaluation.volumes import apply_paper_rules
+from cadsflow.evaluation.alignment import (
+    SourceAlignment,
+    annotated_slices,
+    load_alignment,
+    resolve_alignment,
+    restrict_to_slices,
+)
+from cadsflow.evaluation.baseline import load_baseline_mapping
+from cadsflow.evaluation.metrics import NSD_TOLERANCE_MM, bounding_box_diagonal_mm, remap_to_classes, score_label_maps
+from cadsflow.evaluation.statistics import BASELINE, MODEL
+from cadsflow.evaluation.volumes import (
+    apply_paper_rules,
+    compute_reference_volumes,
+    load_reference_volumes,
+    write_reference_volumes,
+)
 from cadsflow.labels import LabelSpace, load_label_space
 
 SCORE_COLUMNS = (
@@ -76,13 +89,90 @@ def evaluate_volume(
         voxel_ml = float(np.prod(grid_spacing)) / 1000.0
         diagonal = bounding_box_diagonal_mm(reference.shape, spacing)
         for c in system_alignment.classes:
-            table_ml = _class_reference_volume(c.prediction_structures, reference_volumes)
+            table_ml = _class_reference_volume(c, reference_volumes)
             result = apply_paper_rules(raw[c.name], voxel_ml, table_ml, diagonal)
             rows.append(
                 _row(volume_id, source, system, c.name, result.status, result.dice, result.nsd, result.hd,
                      result.hd95, result.ref_volume_ml, result.pred_volume_ml, result.reference_volume_ml)
             )  # fmt: skip
     return rows
+
+
+def run_volume(
+    volume_id: str,
+    source: str,
+    reference: str | Path,
+    prediction: str | Path,
+    out_path: str | Path,
+    alignment_path: str | Path,
+    registry_path: str | Path | None = None,
+    reference_volumes_path: str | Path | None = None,
+    baseline: str | Path | None = None,
+    baseline_mapping_path: str | Path | None = None,
+    tolerance_mm: float = NSD_TOLERANCE_MM,
+    label_space_path: str | Path | None = None,
+) -> list[dict]:
+    """What the evaluate_volume rule does: load the configuration, score the volume, write its table.
+
+    `reference` may be a standardized volume's directory (its label.nii.gz is used); a directory without one
+    (a quarantined volume) gives a table with no rows, and the log says why.
+    """
+    space = load_label_space(label_space_path) if label_space_path else load_label_space()
+    reference = Path(reference)
+    if reference.is_dir():
+        reference = reference / "label.nii.gz"
+        if not reference.exists():
+            log.warning("%s: no standardized label map in %s (quarantined?): nothing to score", volume_id, reference.parent)
+            write_scores([], out_path)
+            return []
+    alignment = resolve_alignment(source, load_alignment(alignment_path), _registry(registry_path, space), space)
+    table = load_reference_volumes(reference_volumes_path) if reference_volumes_path else {}
+    predictions = {MODEL: prediction}
+    covered = {}
+    if baseline:
+        predictions[BASELINE] = baseline
+        covered[BASELINE] = load_baseline_mapping(baseline_mapping_path, space).covered_structures
+    rows = evaluate_volume(volume_id, source, reference, predictions, alignment, table, covered, tolerance_mm, space)
+    write_scores(rows, out_path)
+    log.info("%s (%s): %d rows written to %s", volume_id, source, len(rows), out_path)
+    return rows
+
+
+def cohort_reference_volumes(
+    references: Sequence[tuple[str | Path, str]],
+    out_path: str | Path,
+    alignment_path: str | Path,
+    registry_path: str | Path | None = None,
+    statistic: str = "mean",
+    label_space_path: str | Path | None = None,
+) -> None:
+    """Reference volume table (volumes.py) from a cohort's references: per class, mean volume where present.
+
+    `references` are (label map or standardized directory, source) pairs; classes follow each source's
+    alignment, so a merged class (e.g. kidneys) gets its own entry.
+    """
+    space = load_label_space(label_space_path) if label_space_path else load_label_space()
+    config = load_alignment(alignment_path)
+    registry = _registry(registry_path, space)
+    per_volume = []
+    for reference, source in references:
+        path = Path(reference)
+        path = path / "label.nii.gz" if path.is_dir() else path
+        if not path.exists():
+            log.warning("%s: no label map, skipped", path)
+            continue
+        alignment = resolve_alignment(source, config, registry, space)
+        labels, affine = _read_labels(path)
+        spacing = _spacing(affine)
+        slices = annotated_slices(labels, alignment)
+        if slices is not None:
+            (labels,), spacing = restrict_to_slices([labels], slices, alignment.slice_axis, spacing)
+        voxel_ml = float(np.prod(spacing)) / 1000.0
+        counts = np.bincount(remap_to_classes(labels, [c.reference_values for c in alignment.classes]).ravel(),
+                             minlength=len(alignment.classes) + 1)  # fmt: skip
+        per_volume.append({c.name: counts[k] * voxel_ml for k, c in enumerate(alignment.classes, start=1)})
+    rows = compute_reference_volumes(per_volume, statistic=statistic, source=f"cohort ({len(per_volume)} volumes)")
+    write_reference_volumes(rows, out_path)
 
 
 def write_scores(rows: list[dict], path: str | Path) -> None:
@@ -117,9 +207,11 @@ def _format(value) -> str:
     return "" if value is None else str(value)
 
 
-def _class_reference_volume(structures, table: Mapping[str, float]) -> float | None:
-    """A merged class's reference volume is the sum of its structures' (None if any is unknown)."""
-    values = [table.get(s) for s in structures]
+def _class_reference_volume(evaluation_class, table: Mapping[str, float]) -> float | None:
+    """The table's entry for the class, else the sum of its structures' (None if any is unknown)."""
+    if evaluation_class.name in table:
+        return table[evaluation_class.name]
+    values = [table.get(s) for s in evaluation_class.prediction_structures]
     if any(v is None or not math.isfinite(v) for v in values):
         return None
     return float(sum(values))
@@ -148,6 +240,14 @@ def _read_labels(path) -> tuple[np.ndarray, np.ndarray]:
     if data.size and data.min() < 0:
         raise EvaluationInputError(f"{path}: label map holds negative values")
     return data, np.asarray(img.affine, dtype=float)
+
+
+def _registry(path, space):
+    if not path:
+        return None
+    from cadsflow.sources import load_registry
+
+    return load_registry(path, space)
 
 
 def _spacing(affine: np.ndarray) -> tuple[float, float, float]:

@@ -1,0 +1,12 @@
+from cadsflow.evaluation.evaluate import cohort_reference_volumes
+from cadsflow.logs import to_log
+
+with to_log(snakemake.log[0]):
+    cohort_reference_volumes(
+        list(zip(snakemake.input.references, snakemake.params.sources)),
+        snakemake.output.table,
+        alignment_path=snakemake.params.alignment,
+        registry_path=snakemake.params.registry,
+        statistic=snakemake.params.statistic,
+        label_space_path=snakemake.params.label_space,
+    )
