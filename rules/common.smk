@@ -1,18 +1,20 @@
 # Shared lookups for all rules: the validated volume sheet and small param/resource functions.
 # Everything here runs at parse time, so it must stay cheap at 22,022 volumes: one TSV read, no file scans.
 
+import os
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(workflow.basedir) / "workflow_scripts"))
 
 from cadsflow.labels import load_label_space
-from cadsflow.sheet import VOLUME_ID_PATTERN, SheetError, read_sheet
+from cadsflow.sheet import VOLUME_ID_PATTERN, SheetError, make_batches, read_sheet
 from cadsflow.sources import RegistryError, load_registry
 
 
 wildcard_constraints:
     volume_id=VOLUME_ID_PATTERN,
+    batch=VOLUME_ID_PATTERN,
     group=r"55[1-9]",
 
 
@@ -42,6 +44,11 @@ LABEL_SPACE = load_label_space(project_path(config["label_space"]))
 SOURCES, VOLUMES = _load_volumes()
 
 
+# Per-volume work runs in batches (cadsflow.sheet.make_batches): one job per batch, not per volume.
+BATCHES = make_batches(VOLUMES, config["batching"]["volumes_per_batch"])
+BATCH_OF = {vid: batch for batch, members in BATCHES.items() for vid in members}
+
+
 def volumes_in_split(split):
     return [v for v, vol in VOLUMES.items() if vol.split == split]
 
@@ -50,24 +57,44 @@ def volume(volume_id):
     return VOLUMES[volume_id]
 
 
+def batch_volumes(batch):
+    return [VOLUMES[v] for v in BATCHES[batch]]
+
+
 def standardized(volume_id):
-    return f"results/standardized/{volume_id}"
+    """The standardized folder of one volume (inside its batch's directory output)."""
+    return f"results/standardized/{BATCH_OF[volume_id]}/{volume_id}"
 
 
-def existing(path):
-    """Declare an input only if it exists: a missing file becomes a quarantine line, not a DAG failure."""
-    return [path] if path and Path(path).exists() else []
+def batch_inputs(wildcards):
+    """Images and labels of a batch that exist: a missing file becomes a quarantine line, not a DAG failure."""
+    paths = []
+    for vol in batch_volumes(wildcards.batch):
+        paths += [p for p in (vol.image, vol.label) if p and Path(p).exists()]
+    return paths
 
 
-def known_label_values(volume_id):
-    source = SOURCES.get(VOLUMES[volume_id].source)
-    return sorted(source.known_values()) if source else None
+def known_label_values(batch):
+    """Per volume of the batch: the label values its source's mapping knows (None without a registry)."""
+    values = {}
+    for vol in batch_volumes(batch):
+        source = SOURCES.get(vol.source)
+        values[vol.volume_id] = sorted(source.known_values()) if source else None
+    return values
 
 
-def mem_from_inputs(base_mb, per_input_mb):
-    """Memory in MB: a base plus a multiple of the (compressed) input size; doubles on each retry."""
+def mem_for_largest_input(base_mb, per_input_mb):
+    """Memory in MB for batch jobs: a base plus a multiple of the largest input file; doubles on each retry."""
 
     def mem(wildcards, input, attempt):
-        return int((base_mb + per_input_mb * input.size_mb) * 2 ** (attempt - 1))
+        largest = max((_size(Path(f)) for f in input), default=0) / 2**20
+        return int((base_mb + per_input_mb * largest) * 2 ** (attempt - 1))
 
     return mem
+
+
+def _size(path):
+    """Bytes of a file, or of the files in a folder (a DICOM series)."""
+    if path.is_dir():
+        return sum(e.stat().st_size for e in os.scandir(path) if e.is_file())
+    return path.stat().st_size

@@ -1,28 +1,25 @@
-# Stage: standardize (Online Methods 1.2). Per volume; bad volumes are quarantined, not failed.
+# Stage: standardize (Online Methods 1.2). Per batch of volumes; bad volumes are quarantined, not failed.
 
 
 rule standardize:
-    """Validate a volume, reorient it to RAS, resample to 1.5 mm, reduce its affine; or quarantine it."""
+    """Validate each volume of a batch, reorient to RAS, resample to 1.5 mm, reduce the affine; or quarantine it."""
     input:
-        image=lambda wc: existing(volume(wc.volume_id).image),
-        label=lambda wc: existing(volume(wc.volume_id).label),
+        batch_inputs,
     output:
-        directory("results/standardized/{volume_id}"),
+        directory("results/standardized/{batch}"),
     log:
-        "logs/standardize/{volume_id}.log",
+        "logs/standardize/{batch}.log",
     benchmark:
-        "benchmarks/standardize/{volume_id}.tsv"
-    group:
-        "per_volume"
+        "benchmarks/standardize/{batch}.tsv"
     conda:
         "../envs/cads.yaml"
     resources:
-        mem_mb=mem_from_inputs(1000, 60),
-        runtime=20,
+        mem_mb=mem_for_largest_input(1000, 60),
+        runtime=lambda wc: 5 + 2 * len(BATCHES[wc.batch]),
         cpus_per_task=1,
     params:
-        volume=lambda wc: volume(wc.volume_id),
-        known_values=lambda wc: known_label_values(wc.volume_id),
+        volumes=lambda wc: batch_volumes(wc.batch),
+        known_values=lambda wc: known_label_values(wc.batch),
         settings=config["standardize"],
     script:
         "../workflow_scripts/entry/standardize.py"
@@ -31,7 +28,7 @@ rule standardize:
 rule quarantine_table:
     """Collect every volume's standardization record into the quarantine table and a status summary."""
     input:
-        expand("results/standardized/{volume_id}", volume_id=VOLUMES),
+        expand("results/standardized/{batch}", batch=BATCHES),
     output:
         quarantine="results/quarantine/quarantine.tsv",
         status="results/quarantine/status.tsv",

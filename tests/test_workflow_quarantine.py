@@ -28,7 +28,7 @@ def test_bad_volume_gets_one_quarantine_line_and_the_rest_of_the_dag_runs_on(tmp
     assert set(reasons) == {"broken", "missing"}
     assert "unreadable" in reasons["broken"] and "not found" in reasons["missing"]
     for good in ("good1", "good2"):
-        img = nib.load(tmp_path / f"results/standardized/{good}/image.nii.gz")
+        img = nib.load(tmp_path / f"results/standardized/mine.0000/{good}/image.nii.gz")
         assert nib.aff2axcodes(img.affine) == ("R", "A", "S")
 
 

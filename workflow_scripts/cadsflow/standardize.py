@@ -148,6 +148,34 @@ def restore_label_file(label_path: str, record_path: str, out_path: str) -> None
     save_nifti(restored, affine, out_path)
 
 
+def standardize_batch(volumes, out_dir: str | Path, known_values: dict, settings: StandardizeSettings) -> list[dict]:
+    """Standardize each volume of a batch into out_dir/<volume_id>/.
+
+    A volume that fails unexpectedly (not a validation failure) is recorded as failed with the error, so its
+    batch-mates' results are kept; the quarantine table lists it like a quarantined one.
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    records = []
+    for vol in volumes:
+        extra = {"source": vol.source, "split": vol.split}
+        known = known_values.get(vol.volume_id)
+        try:
+            records.append(
+                standardize_volume(vol.volume_id, vol.image, vol.label, out_dir / vol.volume_id,
+                                   set(known) if known is not None else None, settings, extra)
+            )
+        except Exception as exc:  # one volume's crash must not discard the batch
+            log.exception("%s: standardization failed", vol.volume_id)
+            record = {"volume_id": vol.volume_id, "image": vol.image, "label": vol.label, **extra,
+                      "status": "failed", "reason": f"standardization failed: {type(exc).__name__}: {exc}",
+                      "file": vol.image}
+            with atomic_dir(out_dir / vol.volume_id) as tmp:
+                (tmp / "record.json").write_text(json.dumps(record, indent=1))
+            records.append(record)
+    return records
+
+
 def settings_from_config(cfg: dict) -> StandardizeSettings:
     return StandardizeSettings(
         spacing_mm=float(cfg["spacing_mm"]),
@@ -160,13 +188,17 @@ def read_record(volume_dir: str | Path) -> dict:
     return json.loads((Path(volume_dir) / "record.json").read_text())
 
 
-def write_quarantine_table(volume_dirs, quarantine_path: str, status_path: str) -> None:
-    """One line per quarantined volume (volume_id, file, reason); one per volume with its status."""
+def batch_records(batch_dirs) -> list[dict]:
+    """The records of every volume in the given standardized batch directories, in id order."""
+    return [read_record(d) for batch in batch_dirs for d in sorted(Path(batch).iterdir()) if d.is_dir()]
+
+
+def write_quarantine_table(batch_dirs, quarantine_path: str, status_path: str) -> None:
+    """One line per quarantined or failed volume (volume_id, file, reason); one per volume with its status."""
     from cadsflow.atomic import write_text
 
     quarantined, status = ["volume_id\tfile\treason"], ["volume_id\tsource\tsplit\tstatus"]
-    for volume_dir in volume_dirs:
-        r = read_record(volume_dir)
+    for r in batch_records(batch_dirs):
         status.append(f"{r['volume_id']}\t{r.get('source', '')}\t{r.get('split', '')}\t{r['status']}")
         if r["status"] != "ok":
             reason = r["reason"].replace("\t", " ").replace("\n", " ")
