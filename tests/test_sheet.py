@@ -98,3 +98,31 @@ def test_todo_mapping_refuses_to_be_used(tmp_path):
     path = _registry(tmp_path, "sources:\n  s:\n    images: i/{case}.nii.gz\n    mapping_status: todo\n")
     with pytest.raises(RegistryError, match="refusing to guess"):
         load_registry(path)["s"].require_mapping()
+
+
+def _volumes(ids_by_source):
+    from cadsflow.sheet import Volume
+
+    return {
+        vid: Volume(vid, src, f"{vid}.nii.gz", "", "train_unlabelled")
+        for src, ids in ids_by_source.items()
+        for vid in ids
+    }
+
+
+def test_batches_hold_at_most_n_volumes_of_one_source_and_cover_every_volume_once():
+    from cadsflow.sheet import make_batches
+
+    vols = _volumes({"a": [f"a_{i}" for i in range(7)], "b": ["b_0", "b_1"]})
+    batches = make_batches(vols, 3)
+    assert batches == {
+        "a.0000": ["a_0", "a_1", "a_2"], "a.0001": ["a_3", "a_4", "a_5"], "a.0002": ["a_6"], "b.0000": ["b_0", "b_1"],
+    }
+
+
+def test_adding_a_source_leaves_other_sources_batches_unchanged():
+    from cadsflow.sheet import make_batches
+
+    before = make_batches(_volumes({"a": [f"a_{i}" for i in range(5)]}), 2)
+    after = make_batches(_volumes({"a": [f"a_{i}" for i in range(5)], "0new": ["0new_x"]}), 2)
+    assert all(after[b] == members for b, members in before.items())
