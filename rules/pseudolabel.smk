@@ -74,7 +74,7 @@ rule pseudolabel_shard:
         "nnUNet_extTrainer={params.trainers:q} python -m cadsflow.pseudolabel --group {wildcards.group}"
         " --model {input.model:q} --volumes {input.volumes:q} --out-dir {params.out_dir:q}"
         " --report {output.report:q} {params.brain} --postprocessing {params.postprocessing:q}"
-        " --device {params.device} --threads {threads} {params.strict} --log {log:q}"
+        " --device {params.device} --threads {threads} {params.strict} --log {log:q} 2>> {log:q}"
 
 
 rule pseudolabel_status:

@@ -57,4 +57,4 @@ rule train_specialist:
         "python -m cadsflow.specialists --group {wildcards.group} --dataset {params.dataset:q}"
         " --preset {params.preset:q} --presets-file {params.presets:q}"
         " --nnunet-raw {params.raw:q} --nnunet-preprocessed {params.preprocessed:q} --nnunet-results {params.results:q}"
-        " --marker {output.marker:q} --log {log:q}"
+        " --marker {output.marker:q} --log {log:q} 2>> {log:q}"

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
-import logging
 import sys
 from pathlib import Path
 

@@ -68,10 +68,12 @@ def read_marker(marker: str | Path) -> dict:
     marker = Path(marker)
     try:
         record = json.loads(marker.read_text())
-        Path(record["model_dir"])
-        return record
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise TrainingError(f"{marker}: not a specialist marker written by train_specialist ({exc})") from None
+    except (OSError, ValueError) as exc:
+        raise TrainingError(f"{marker}: cannot read the specialist marker ({exc})") from None
+    missing = [k for k in ("model_dir", "fold") if not isinstance(record, dict) or k not in record]
+    if missing:
+        raise TrainingError(f"{marker}: not a marker written by train_specialist (missing {missing})")
+    return record
 
 
 def _check_dataset(group: int, raw_dataset: Path, dirs: NnunetDirs) -> str:
