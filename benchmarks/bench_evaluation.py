@@ -170,7 +170,7 @@ def load_example_pair():
     ref = ref.repeat(factor, 0).repeat(factor, 1).repeat(factor, 2)
     pred = pred.repeat(factor, 0).repeat(factor, 1).repeat(factor, 2)
     spacing = tuple(float(s) / factor for s in ref_img.header.get_zooms()[:3])
-    labels = sorted(set(np.unique(ref).tolist()) | set(np.unique(pred).tolist()) - {0})
+    labels = sorted((set(np.unique(ref).tolist()) | set(np.unique(pred).tolist())) - {0})
     return ref, pred, spacing, labels
 
 

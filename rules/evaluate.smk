@@ -1,15 +1,16 @@
 # Stage: evaluate (Online Methods 5.1-5.4). Per test volume: Dice, NSD (3 mm), HD, HD95 of every structure of
 # its source's evaluation classes (config/evaluation_alignment.yaml), with the paper's false-negative penalty and
-# exclusions, for the model and optionally a baseline imported into the unified label space. Then per dataset and
-# per structure: statistics, paired tests, tables and figures for the report.
+# exclusions, for the model and optionally a baseline (its labels mapped onto the unified structures). Then per
+# dataset and per structure: statistics, paired tests, tables and figures for the report.
 #
 # Two ways to name what is scored (config evaluation.*):
 # - reference_dir "" (default): the sheet's test split; references are the standardized label maps, predictions
 #   {prediction_dir}/{volume_id}.nii.gz on the same grid, each volume aligned by its sheet source;
 # - reference_dir a folder: every {volume_id}.nii.gz in it (one listing at parse time, the only file-system scan
 #   of this stage), scored against {prediction_dir}/{volume_id}.nii.gz with the alignment of reference_source.
-# Per-volume jobs share the group "evaluation": run with `--group-components evaluation=<n>` to submit n volumes
-# per cluster job.
+# Volumes are scored in batches (the standardize batches' test members, or chunks of the folder's volumes of
+# batching.volumes_per_batch): one job per batch, one score table per batch, rows per volume and structure.
+# Needs from common.smk: config, VOLUMES, BATCHES, BATCH_OF, volume, volumes_in_split, standardized, project_path.
 
 from cadsflow.evaluation.baseline import baseline_mapping_path
 from cadsflow.evaluation.report import REPORT_OUTPUTS
@@ -59,11 +60,20 @@ def _ev_folder_volumes():
 EV_FOLDER_VOLUMES = _ev_folder_volumes()
 
 
-def ev_volumes():
-    """The volumes to score: the test split, or the files of the configured reference folder."""
-    return (
-        EV_FOLDER_VOLUMES if EV_FOLDER_VOLUMES is not None else volumes_in_split("test")
-    )
+def _ev_batches():
+    """Evaluation batch -> its volume ids (test volumes only)."""
+    if EV_FOLDER_VOLUMES is not None:
+        per = config.get("batching", {}).get("volumes_per_batch", 100)
+        ids = EV_FOLDER_VOLUMES
+        return {
+            f"folder.{k // per:04d}": ids[k : k + per] for k in range(0, len(ids), per)
+        }
+    test = set(volumes_in_split("test"))
+    batches = {b: [v for v in members if v in test] for b, members in BATCHES.items()}
+    return {b: members for b, members in batches.items() if members}
+
+
+EV_BATCHES = _ev_batches()
 
 
 def ev_reference(volume_id):
@@ -80,6 +90,35 @@ def ev_source(volume_id):
     )
 
 
+def ev_prediction(volume_id):
+    return f"{EV['prediction_dir']}/{volume_id}.nii.gz"
+
+
+def ev_baseline(volume_id):
+    folder = EV["baseline"]["prediction_dir"]
+    return f"{folder}/{volume_id}.nii.gz" if folder else ""
+
+
+def ev_reference_inputs(volume_ids):
+    """What the references' files come from: standardize batch folders, or the user's files."""
+    if EV_FOLDER_VOLUMES is not None:
+        return [ev_reference(v) for v in volume_ids]
+    return sorted({f"results/standardized/{BATCH_OF[v]}" for v in volume_ids})
+
+
+def ev_batch_volumes(batch):
+    return [
+        dict(
+            volume_id=v,
+            source=ev_source(v),
+            reference=ev_reference(v),
+            prediction=ev_prediction(v),
+            baseline=ev_baseline(v),
+        )
+        for v in EV_BATCHES[batch]
+    ]
+
+
 def ev_labelled_volumes():
     """References the cohort volume table is computed from: every labelled volume (or the folder's files)."""
     if EV_FOLDER_VOLUMES is not None:
@@ -94,16 +133,10 @@ def ev_reference_volumes():
     return str(project_path(EV_PAPER_VOLUMES if choice == "paper" else choice))
 
 
-def ev_baseline(wildcards):
-    if not EV["baseline"]["prediction_dir"]:
-        return []
-    return [f"results/evaluation/baseline/{wildcards.volume_id}.nii.gz"]
-
-
 rule evaluation_reference_volumes:
     """Per evaluation class, the mean reference volume over the cohort's labelled volumes (Table A.5's role)."""
     input:
-        references=[ev_reference(v) for v in ev_labelled_volumes()],
+        references=ev_reference_inputs(ev_labelled_volumes()),
     output:
         table=EV_COHORT_VOLUMES,
     log:
@@ -114,9 +147,10 @@ rule evaluation_reference_volumes:
         "../envs/cads.yaml"
     resources:
         mem_mb=4000,
-        runtime=lambda wc, input: 10 + len(input.references) // 60,
+        runtime=10 + len(ev_labelled_volumes()) // 60,
         cpus_per_task=1,
     params:
+        references=[ev_reference(v) for v in ev_labelled_volumes()],
         sources=[ev_source(v) for v in ev_labelled_volumes()],
         alignment=str(project_path(EV["alignment"])),
         registry=config["registry"],
@@ -126,69 +160,44 @@ rule evaluation_reference_volumes:
         "../workflow_scripts/entry/evaluate_reference_volumes.py"
 
 
-rule evaluation_import_baseline:
-    """Map a baseline's prediction (TotalSegmentator v2 labels) onto the unified structures, on the same grid."""
+rule evaluate_batch:
+    """Score each test volume of a batch (model, and baseline if configured) against its reference."""
     input:
-        baseline=f"{EV['baseline']['prediction_dir']}/{{volume_id}}.nii.gz",
-    output:
-        unified="results/evaluation/baseline/{volume_id}.nii.gz",
-    log:
-        "logs/evaluation/baseline/{volume_id}.log",
-    benchmark:
-        "benchmarks/evaluation/baseline/{volume_id}.tsv"
-    group:
-        "evaluation"
-    conda:
-        "../envs/cads.yaml"
-    resources:
-        mem_mb=mem_from_inputs(1000, 40),
-        runtime=10,
-        cpus_per_task=1,
-    params:
-        mapping=str(baseline_mapping_path(EV["baseline"]["name"])),
-        label_space=str(project_path(config["label_space"])),
-    script:
-        "../workflow_scripts/entry/evaluate_import_baseline.py"
-
-
-rule evaluate_volume:
-    """Score one test volume's prediction (and the baseline's) against its reference, class by class."""
-    input:
-        reference=lambda wc: ev_reference(wc.volume_id),
-        prediction=f"{EV['prediction_dir']}/{{volume_id}}.nii.gz",
-        baseline=ev_baseline,
+        references=lambda wc: ev_reference_inputs(EV_BATCHES[wc.batch]),
+        predictions=lambda wc: [ev_prediction(v) for v in EV_BATCHES[wc.batch]],
+        baselines=lambda wc: [
+            ev_baseline(v) for v in EV_BATCHES[wc.batch] if ev_baseline(v)
+        ],
         reference_volumes=ev_reference_volumes(),
     output:
-        scores="results/evaluation/volumes/{volume_id}.tsv",
+        scores="results/evaluation/batches/{batch}.tsv",
     log:
-        "logs/evaluation/volumes/{volume_id}.log",
+        "logs/evaluation/batches/{batch}.log",
     benchmark:
-        "benchmarks/evaluation/volumes/{volume_id}.tsv"
-    group:
-        "evaluation"
+        "benchmarks/evaluation/batches/{batch}.tsv"
+    wildcard_constraints:
+        batch=r"[A-Za-z0-9][A-Za-z0-9._-]*",
     conda:
         "../envs/cads.yaml"
     resources:
-        mem_mb=mem_from_inputs(1500, 60),
-        runtime=20,
+        mem_mb=lambda wc, attempt: 4000 * 2 ** (attempt - 1),
+        runtime=lambda wc: 5 + 2 * len(EV_BATCHES[wc.batch]),
         cpus_per_task=1,
     params:
-        source=lambda wc: ev_source(wc.volume_id),
+        volumes=lambda wc: ev_batch_volumes(wc.batch),
         alignment=str(project_path(EV["alignment"])),
         registry=config["registry"],
         baseline_mapping=str(baseline_mapping_path(EV["baseline"]["name"])),
         tolerance_mm=EV["nsd_tolerance_mm"],
         label_space=str(project_path(config["label_space"])),
     script:
-        "../workflow_scripts/entry/evaluate_volume.py"
+        "../workflow_scripts/entry/evaluate_batch.py"
 
 
 rule evaluation_report:
     """Aggregate all volumes: per structure and per dataset statistics, model vs. baseline tests, figures."""
     input:
-        scores=expand(
-            "results/evaluation/volumes/{volume_id}.tsv", volume_id=ev_volumes()
-        ),
+        scores=expand("results/evaluation/batches/{batch}.tsv", batch=EV_BATCHES),
     output:
         scores=report(
             EV_REPORT_FILES["scores"], category="Evaluation", subcategory="Tables"

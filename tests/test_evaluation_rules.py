@@ -161,3 +161,50 @@ def test_prediction_on_another_grid_is_refused_naming_both_files(tmp_path):
     other = write_nifti(tmp_path / "other.nii.gz", np.zeros((10, 10, 10), np.uint8), spacing_affine((1.5,) * 3))
     with pytest.raises(EvaluationInputError, match=r"other.nii.gz.*ref.nii.gz"):
         evaluate_volume("v1", "unified", ref, {"model": other}, resolve_alignment("unified"), {})
+
+
+def test_quarantined_volume_adds_no_rows_to_its_batch_table(tmp_path):
+    from cadsflow.evaluation.alignment import ALIGNMENT_YAML
+    from cadsflow.evaluation.evaluate import VolumeToScore, run_batch
+
+    standardized = tmp_path / "standardized" / "v1"
+    standardized.mkdir(parents=True)  # only a record.json would be there
+    item = VolumeToScore("v1", "unified", str(standardized), str(tmp_path / "pred.nii.gz"))
+    rows = run_batch([item], tmp_path / "batch.tsv", ALIGNMENT_YAML)
+    assert rows == [] and (tmp_path / "batch.tsv").read_text().startswith("volume_id\tsource")
+
+
+def test_batch_scores_a_baseline_given_in_its_own_labels_on_its_mapped_structures(tmp_path):
+    from cadsflow.evaluation.alignment import ALIGNMENT_YAML
+    from cadsflow.evaluation.baseline import baseline_mapping_path
+    from cadsflow.evaluation.evaluate import VolumeToScore, run_batch
+
+    ref, pred, shape = unified_pair(tmp_path)
+    ts = np.zeros(shape, np.uint8)
+    ts[5:15, 5:15, 5:15] = 1  # TotalSegmentator v2 spleen, exactly the reference spleen
+    baseline = write_nifti(tmp_path / "ts.nii.gz", ts, spacing_affine((1.5, 1.5, 1.5)))
+    item = VolumeToScore("v1", "unified", ref, pred, baseline)
+    rows = run_batch([item], tmp_path / "b.tsv", ALIGNMENT_YAML,
+                     baseline_mapping_path=baseline_mapping_path("totalsegmentator_v2"))  # fmt: skip
+    baseline_rows = rows_by_structure(rows, "baseline")
+    assert baseline_rows["spleen"]["dice"] == 1.0 and len(baseline_rows) == 104
+
+
+def test_cohort_table_has_one_mean_volume_per_class_of_each_source(tmp_path):
+    import yaml
+
+    from cadsflow.evaluation.evaluate import cohort_reference_volumes
+
+    registry = tmp_path / "registry.yaml"
+    registry.write_text(yaml.safe_dump({"sources": {"src": {
+        "images": "i/{case}.nii.gz", "labels": "l/{case}.nii.gz",
+        "label_values": {1: {"union": ["kidney_left", "kidney_right"], "name": "kidneys"}, 2: "liver"}}}}))  # fmt: skip
+    affine = spacing_affine((2.0, 1.0, 1.0))  # 2 mm^3 voxels
+    a = np.zeros((10, 10, 10), np.uint8)
+    a[:5, :5, :5] = 1  # 125 voxels = 0.25 mL of kidneys
+    b = np.zeros((10, 10, 10), np.uint8)
+    b[:5, :5, :3] = 1  # 75 voxels = 0.15 mL
+    b[5:, 5:, 5:] = 2
+    refs = [(write_nifti(tmp_path / "a.nii.gz", a, affine), "src"), (write_nifti(tmp_path / "b.nii.gz", b, affine), "src")]
+    cohort_reference_volumes(refs, tmp_path / "vol.tsv", CONFIG_DIR / "evaluation_alignment.yaml", registry)
+    assert load_reference_volumes(tmp_path / "vol.tsv") == pytest.approx({"kidneys": 0.2, "liver": 0.25})

@@ -3,7 +3,7 @@ from cadsflow.logs import to_log
 
 with to_log(snakemake.log[0]):
     cohort_reference_volumes(
-        list(zip(snakemake.input.references, snakemake.params.sources)),
+        list(zip(snakemake.params.references, snakemake.params.sources)),
         snakemake.output.table,
         alignment_path=snakemake.params.alignment,
         registry_path=snakemake.params.registry,

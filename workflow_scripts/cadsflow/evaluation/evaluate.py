@@ -1,4 +1,4 @@
-"""One test volume -> one score table: every evaluation class of its source, for the model and a baseline.
+"""Test volumes -> score tables: every evaluation class of a volume's source, for the model and a baseline.
 
 Flow: read the reference and each system's prediction (same grid required), apply the source's alignment (case
 exclusion, annotated slices, classes), score all classes in one pass (metrics.py), then the paper's
@@ -11,7 +11,8 @@ from __future__ import annotations
 import csv
 import logging
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +24,7 @@ from cadsflow.evaluation.alignment import (
     resolve_alignment,
     restrict_to_slices,
 )
-from cadsflow.evaluation.baseline import load_baseline_mapping
+from cadsflow.evaluation.baseline import load_baseline_mapping, to_unified
 from cadsflow.evaluation.metrics import NSD_TOLERANCE_MM, bounding_box_diagonal_mm, remap_to_classes, score_label_maps
 from cadsflow.evaluation.statistics import BASELINE, MODEL
 from cadsflow.evaluation.volumes import (
@@ -57,12 +58,14 @@ def evaluate_volume(
     covered: Mapping[str, frozenset[str] | None] | None = None,
     tolerance_mm: float = NSD_TOLERANCE_MM,
     label_space: LabelSpace | None = None,
+    convert: Mapping[str, Callable[[np.ndarray], np.ndarray]] | None = None,
 ) -> list[dict]:
     """Score each system's prediction of one volume against its reference.
 
     `predictions` maps system name (e.g. "model", "baseline") to a label map in unified global ids on the
     reference's grid. `covered` optionally limits a system to the structures it can predict (a baseline's
-    mutual structures); classes outside are not scored for it.
+    mutual structures); classes outside are not scored for it. `convert` optionally maps a system's label map
+    into unified ids first (a baseline in its own labels).
     """
     space = label_space or load_label_space()
     reference, affine = _read_labels(reference_path)
@@ -79,6 +82,8 @@ def evaluate_volume(
             rows += [_row(volume_id, source, system, c.name, EXCLUDED_CASE) for c in system_alignment.classes]
             continue
         prediction, pred_affine = _read_labels(path)
+        if convert and system in convert:
+            prediction = convert[system](prediction)
         _check_same_grid(reference_path, reference.shape, affine, path, prediction.shape, pred_affine)
         ref, pred, grid_spacing = reference, prediction, spacing
         slices = annotated_slices(reference, alignment)
@@ -98,43 +103,61 @@ def evaluate_volume(
     return rows
 
 
-def run_volume(
-    volume_id: str,
-    source: str,
-    reference: str | Path,
-    prediction: str | Path,
+@dataclass(frozen=True)
+class VolumeToScore:
+    """One volume of an evaluation batch: its reference (a label map, or a standardized volume's folder whose
+    label.nii.gz is used), its source (alignment key), the model's prediction and optionally a baseline's
+    prediction in the baseline's own labels."""
+
+    volume_id: str
+    source: str
+    reference: str
+    prediction: str
+    baseline: str = ""
+
+
+def run_batch(
+    volumes: Sequence[VolumeToScore],
     out_path: str | Path,
     alignment_path: str | Path,
     registry_path: str | Path | None = None,
     reference_volumes_path: str | Path | None = None,
-    baseline: str | Path | None = None,
     baseline_mapping_path: str | Path | None = None,
     tolerance_mm: float = NSD_TOLERANCE_MM,
     label_space_path: str | Path | None = None,
 ) -> list[dict]:
-    """What the evaluate_volume rule does: load the configuration, score the volume, write its table.
+    """What the evaluate_batch rule does: load the configuration once, score each volume, write one table.
 
-    `reference` may be a standardized volume's directory (its label.nii.gz is used); a directory without one
-    (a quarantined volume) gives a table with no rows, and the log says why.
+    A baseline prediction is mapped onto the unified structures in memory (baseline.to_unified) and scored on
+    the structures its mapping covers. A standardized folder without a label map (a quarantined volume) adds no
+    rows; the log says so.
     """
     space = load_label_space(label_space_path) if label_space_path else load_label_space()
-    reference = Path(reference)
-    if reference.is_dir():
-        reference = reference / "label.nii.gz"
-        if not reference.exists():
-            log.warning("%s: no standardized label map in %s (quarantined?): nothing to score", volume_id, reference.parent)
-            write_scores([], out_path)
-            return []
-    alignment = resolve_alignment(source, load_alignment(alignment_path), _registry(registry_path, space), space)
+    config = load_alignment(alignment_path)
+    registry = _registry(registry_path, space)
     table = load_reference_volumes(reference_volumes_path) if reference_volumes_path else {}
-    predictions = {MODEL: prediction}
-    covered = {}
-    if baseline:
-        predictions[BASELINE] = baseline
-        covered[BASELINE] = load_baseline_mapping(baseline_mapping_path, space).covered_structures
-    rows = evaluate_volume(volume_id, source, reference, predictions, alignment, table, covered, tolerance_mm, space)
+    mapping = load_baseline_mapping(baseline_mapping_path, space) if baseline_mapping_path else None
+    rows = []
+    for item in volumes:
+        reference = Path(item.reference)
+        if reference.is_dir():
+            reference = reference / "label.nii.gz"
+            if not reference.exists():
+                log.warning("%s: no standardized label map in %s (quarantined?): not scored", item.volume_id, reference.parent)
+                continue
+        predictions, covered, convert = {MODEL: item.prediction}, {}, {}
+        if item.baseline:
+            if mapping is None:
+                raise ValueError(f"{item.baseline}: a baseline prediction needs a baseline mapping table")
+            predictions[BASELINE] = item.baseline
+            covered[BASELINE] = mapping.covered_structures
+            convert[BASELINE] = lambda labels, m=mapping: to_unified(labels, m, space)
+        alignment = resolve_alignment(item.source, config, registry, space)
+        scored = evaluate_volume(item.volume_id, item.source, reference, predictions, alignment, table, covered,
+                                 tolerance_mm, space, convert)  # fmt: skip
+        log.info("%s (%s): %d rows", item.volume_id, item.source, len(scored))
+        rows += scored
     write_scores(rows, out_path)
-    log.info("%s (%s): %d rows written to %s", volume_id, source, len(rows), out_path)
     return rows
 
 
