@@ -7,6 +7,6 @@ Modules, in the order a volume flows through them:
 - volumes: reference volume table and the false-negative penalty / exclusion rules;
 - alignment: per-source evaluation classes (config/evaluation_alignment.yaml);
 - baseline: mapping another system's labels (TotalSegmentator v2) onto the unified structures;
-- evaluate: one volume -> one score table;
+- evaluate: test volumes (in batches) -> score tables, one row per volume, system and structure;
 - statistics, plots, report: per structure and per dataset summaries, paired tests, figures.
 """

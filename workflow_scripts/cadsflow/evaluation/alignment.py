@@ -109,7 +109,8 @@ def resolve_alignment(
     elif spec == FROM_REGISTRY:
         if registry is None or source not in registry:
             raise AlignmentError(f"{where}classes come from the source registry, but the registry has no {source!r}")
-        classes, registry_unannotated = _classes_from_registry(where, registry[source], bool(entry.get("merge_lesions", True)))
+        merge_lesions = bool(entry.get("merge_lesions", True))
+        classes, registry_unannotated = _classes_from_registry(where, registry[source], merge_lesions)
         unannotated = unannotated if unannotated is not None else registry_unannotated
     elif isinstance(spec, dict):
         classes = tuple(_parse_class(where, name, c) for name, c in spec.items())

@@ -67,7 +67,9 @@ def load_baseline_mapping(path: str | Path, label_space: LabelSpace | None = Non
             try:
                 value = int(row["baseline_value"])
             except ValueError:
-                raise BaselineError(f"{path}:{line_no}: baseline_value {row['baseline_value']!r} is not an integer") from None
+                raise BaselineError(
+                    f"{path}:{line_no}: baseline_value {row['baseline_value']!r} is not an integer"
+                ) from None
             if value <= 0 or value in names:
                 raise BaselineError(f"{path}:{line_no}: baseline value {value} is not positive or appears twice")
             names[value] = row["baseline_name"].strip()

@@ -88,7 +88,9 @@ def evaluate_volume(
         ref, pred, grid_spacing = reference, prediction, spacing
         slices = annotated_slices(reference, alignment)
         if slices is not None:
-            (ref, pred), grid_spacing = restrict_to_slices([reference, prediction], slices, alignment.slice_axis, spacing)
+            (ref, pred), grid_spacing = restrict_to_slices(
+                [reference, prediction], slices, alignment.slice_axis, spacing
+            )
             ref = np.where(ref == alignment.unannotated_value, 0, ref)
         raw = score_label_maps(ref, pred, grid_spacing, system_alignment.class_spec(space), tolerance_mm)
         voxel_ml = float(np.prod(grid_spacing)) / 1000.0
@@ -143,7 +145,9 @@ def run_batch(
         if reference.is_dir():
             reference = reference / "label.nii.gz"
             if not reference.exists():
-                log.warning("%s: no standardized label map in %s (quarantined?): not scored", item.volume_id, reference.parent)
+                log.warning(
+                    "%s: no standardized label map in %s (quarantined?): not scored", item.volume_id, reference.parent
+                )
                 continue
         predictions, covered, convert = {MODEL: item.prediction}, {}, {}
         if item.baseline:

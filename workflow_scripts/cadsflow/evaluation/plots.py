@@ -50,7 +50,8 @@ def radar_plot(structures: pd.DataFrame, path, metric: str = "dice", systems=(MO
 
 def dataset_bars(datasets: pd.DataFrame, path, metrics=("dice", "hd95"), systems=(MODEL, BASELINE)) -> None:
     """`datasets`: statistics.summarize(by=["system", "source"])."""
-    fig, axes = plt.subplots(len(metrics), 1, figsize=(max(6, 1.2 * datasets["source"].nunique() + 3), 3.5 * len(metrics)))
+    width = max(6, 1.2 * datasets["source"].nunique() + 3)
+    fig, axes = plt.subplots(len(metrics), 1, figsize=(width, 3.5 * len(metrics)))
     axes = np.atleast_1d(axes)
     for ax, metric in zip(axes, metrics):
         table = datasets[datasets["metric"] == metric].pivot_table(index="source", columns="system", values="mean")
@@ -82,7 +83,9 @@ def difference_bubbles(comparison: pd.DataFrame, path, model: str = MODEL, basel
         x = np.arange(len(dice))
         size_mm = hd95["delta"].reindex(dice.index).abs().fillna(0).to_numpy()
         sizes = 20 + 400 * size_mm / max(float(size_mm.max()), 1e-9)
-        colours = np.where(dice["better"] == model, COLOURS[MODEL], np.where(dice["better"] == baseline, "#d95f02", "#999999"))
+        colours = np.where(
+            dice["better"] == model, COLOURS[MODEL], np.where(dice["better"] == baseline, "#d95f02", "#999999")
+        )
         ax.scatter(x, 100 * dice["delta"].to_numpy(), s=sizes, c=colours, alpha=0.7, edgecolors="k", linewidths=0.3)
         ax.axhline(0, color="k", lw=0.6)
         ax.set_xticks(x)

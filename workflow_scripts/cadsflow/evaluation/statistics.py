@@ -144,7 +144,8 @@ def compare_paired(
             table.loc[sel, "p_adjusted"] = adjusted
     table["significant"] = table["p_adjusted"].notna() & (table["p_adjusted"] < alpha)
     sign = np.where(table["metric"].map(HIGHER_IS_BETTER), 1.0, -1.0) * table["delta"]
-    table["better"] = np.where(table["significant"] & (sign > 0), model, np.where(table["significant"] & (sign < 0), baseline, ""))
+    significant = table["significant"].to_numpy(bool)
+    table["better"] = np.where(significant & (sign > 0), model, np.where(significant & (sign < 0), baseline, ""))
     return table
 
 
@@ -168,11 +169,13 @@ def summary_table(
             n = len(sub_pairs)
             rows.append(dict(dataset=dataset, scope="mutual", system=baseline, n=n, **base))
             rows.append(dict(dataset=dataset, scope="mutual", system=model, n=n, **mine))
-            rows.append(dict(dataset=dataset, scope="mutual", system="delta", n=n, **{m: mine[m] - base[m] for m in metrics}))
+            delta = {m: mine[m] - base[m] for m in metrics}
+            rows.append(dict(dataset=dataset, scope="mutual", system="delta", n=n, **delta))
         sub = data[data["system"] == model]
         sub = sub if source is None else sub[sub["source"] == source]
         if len(sub):
-            rows.append(dict(dataset=dataset, scope="all", system=model, n=len(sub), **{m: float(sub[m].mean()) for m in metrics}))
+            means = {m: float(sub[m].mean()) for m in metrics}
+            rows.append(dict(dataset=dataset, scope="all", system=model, n=len(sub), **means))
     return pd.DataFrame(rows, columns=["dataset", "scope", "system", "n", *metrics])
 
 
