@@ -54,12 +54,30 @@ def test_a_disc_growing_between_key_slices_has_the_mean_radius_half_way():
     assert middle.sum() == pytest.approx(np.pi * 20**2, rel=0.03)
 
 
-def test_a_structure_missing_on_one_key_slice_tapers_towards_it():
+def test_a_structure_missing_on_one_key_slice_keeps_its_section_to_half_way_then_ends():
     y, x = np.mgrid[0:61, 0:61]
     disc = ((x - 30) ** 2 + (y - 30) ** 2 <= 15**2).astype(np.uint8)
-    gap = interpolate_gap(np.zeros_like(disc), disc, n_between=3, spacing=(1.0, 1.0))
-    areas = [int(s.sum()) for s in gap]
-    assert areas[0] < areas[1] < areas[2] < disc.sum()
+    gap = interpolate_gap(np.zeros_like(disc), disc, n_between=4, spacing=(1.0, 1.0))  # t = 0.2, 0.4, 0.6, 0.8
+    assert [int(s.sum()) for s in gap] == [0, 0, disc.sum(), disc.sum()]
+
+
+def test_a_thin_piece_that_moved_beyond_its_width_is_not_erased_in_the_gap():
+    rib0 = np.zeros((40, 40), np.uint8)
+    rib1 = np.zeros((40, 40), np.uint8)
+    rib0[10:12, 5:30] = 1  # a 2-voxel-thin structure ...
+    rib1[16:18, 5:30] = 1  # ... 6 voxels away on the next key slice: blending the two would leave nothing
+    gap = interpolate_gap(rib0, rib1, n_between=4, spacing=(1.0, 1.0))
+    assert all(s.sum() == rib0.sum() for s in gap)
+
+
+def test_background_does_not_outvote_a_thin_ring_when_the_body_narrows():
+    y, x = np.mgrid[0:81, 0:81]
+    r = np.hypot(x - 40, y - 40)
+    wide = np.where(r < 36, 2, 0).astype(np.uint8)
+    wide[(r >= 34) & (r < 36)] = 1  # a 2-voxel ring around a wide body ...
+    narrow = np.where(r < 10, 2, 0).astype(np.uint8)  # ... that ends where the body narrows (neck)
+    first = interpolate_gap(wide, narrow, n_between=5, spacing=(1.0, 1.0))[0]  # t = 1/6
+    assert (first == 1).sum() == (wide == 1).sum()
 
 
 def test_runs_of_annotated_slices_as_on_the_resampled_grid_are_interpolated_between_runs():

@@ -76,3 +76,22 @@ def anonymize_volume(image_path, face_mask_path, face_value: int, out_path, volu
     where = f"volume {volume_id}: {face_mask_path}"
     data = np.asanyarray(image.dataobj)
     save_nifti(blur_face(data, face, sigma_voxels, margin_voxels, where), image.affine, out_path)
+
+
+def anonymize_batch(volume_ids, standardized_batch_dir, face_masks, face_value: int, out_batch_dir,
+                    sigma_voxels: float = FACE_BLUR_SIGMA_VOXELS, margin_voxels: int = FACE_MARGIN_VOXELS) -> None:
+    """Blur the faces of a batch: out_batch_dir/{volume_id}/image.nii.gz; a quarantined volume is left out."""
+    import json
+    import logging
+    from pathlib import Path
+
+    log = logging.getLogger(__name__)
+    for volume_id, face in zip(volume_ids, face_masks):
+        folder = Path(standardized_batch_dir) / volume_id
+        if json.loads((folder / "record.json").read_text()).get("status") != "ok":
+            log.info("%s: quarantined at standardization, nothing to anonymize", volume_id)
+            continue
+        if not Path(face).is_file():
+            raise AnonymizeError(f"volume {volume_id}: face mask {face} missing; refusing to release it unblurred")
+        anonymize_volume(folder / "image.nii.gz", face, face_value, Path(out_batch_dir) / volume_id / "image.nii.gz",
+                         volume_id, sigma_voxels, margin_voxels)

@@ -5,15 +5,19 @@ SAROS annotates every 5th axial slice; the slices in between carry 255 ("not ann
 gaps of unannotated slices.
 
 Shape-based interpolation (Raya & Udupa 1990; Herman et al. 1992), per gap between two consecutive annotated
-("key") slices z0 < z1:
-1. for every class c present on either key slice (background included), the signed distance d_c (mm, negative
-   inside) of its mask on each key slice;
-2. on slice z = z0 + t (z1 - z0): d_c(t) = (1 - t) d_c(z0) + t d_c(z1);
-3. each voxel takes the class with the smallest interpolated distance: for two classes that is the zero level set
-   of the interpolated distance, and for many it partitions the slice without holes or overlaps.
-A class present on only one key slice tapers linearly to its deepest point on the other one (its distance map
-shifted by its maximum depth), so a structure that ends inside a gap ends half-way on average instead of at a key
-slice. Slices beyond the first and last key slice stay unannotated: there is nothing to interpolate from.
+("key") slices z0 < z1, per label:
+1. the signed distance d (mm, negative inside) of the label's mask on each key slice;
+2. on slice z = z0 + t (z1 - z0): d(t) = (1 - t) d(z0) + t d(z1); the label's shape there is d(t) < 0;
+3. where several labels claim a voxel, the one with the smallest d(t) wins; where none does, background.
+Two refinements, both measured in benchmarks/bench_gt.py:
+- Background is what no label claims, not a shape of its own: interpolating it too let its deep interior (tens of
+  mm on a slice where the body narrows) outvote thin structures such as a 2-voxel body-wall ring.
+- Only corresponding pieces are blended. A connected piece of a label on one key slice that does not overlap the
+  label on the other (a label that ends inside the gap; a thin rib that moved further than its own width) has no
+  shape to blend with: it keeps its cross-section up to half-way and ends there, d(t) = d (1 - 2t) inside, the
+  expected position of an end that lies anywhere in the gap. Blending it with nothing (distance +inf) would end it
+  at the key slice; tapering it to a point made thin pieces vanish right after the key slice.
+Slices beyond the first and last key slice stay unannotated: there is nothing to interpolate from.
 
 `nearest_slice_fill` (copy the nearest key slice) is the baseline the benchmark compares against; the factory uses
 shape-based interpolation.
@@ -29,6 +33,7 @@ from scipy import ndimage
 
 SAROS_SLICE_STEP = 5  # SAROS (Online Methods 2.1, ref. 44): every 5th axial slice annotated
 SAROS_UNANNOTATED = 255  # SAROS: value of voxels on slices nobody annotated
+BACKGROUND = 0
 
 log = logging.getLogger(__name__)
 
@@ -86,54 +91,62 @@ def annotated_slices(labels: np.ndarray, unannotated: int, axis: int = 2) -> tup
     return keys, partial
 
 
-def interpolate_gap(slice0: np.ndarray, slice1: np.ndarray, n_between: int, spacing=(1.5, 1.5)) -> np.ndarray:
-    """The `n_between` slices between two key slices, by shape-based interpolation of every class."""
-    classes = np.union1d(np.unique(slice0), np.unique(slice1))
-    d0, d1 = _key_distances(slice0, slice1, classes, spacing)
-    out = np.empty((n_between,) + slice0.shape, dtype=slice0.dtype)
+def interpolate_gap(
+    slice0: np.ndarray, slice1: np.ndarray, n_between: int, spacing=(1.5, 1.5), background: int = BACKGROUND
+) -> np.ndarray:
+    """The `n_between` slices between two key slices, by shape-based interpolation of every label."""
+    labels = [c for c in np.union1d(np.unique(slice0), np.unique(slice1)) if c != background]
+    out = np.full((n_between,) + slice0.shape, background, dtype=slice0.dtype)
+    if not labels:
+        return out
+    fields = [_LabelField(slice0 == c, slice1 == c, spacing) for c in labels]
+    values = np.asarray(labels, dtype=slice0.dtype)
     for j in range(n_between):
         t = (j + 1) / (n_between + 1)
-        out[j] = classes[np.argmin((1.0 - t) * d0 + t * d1, axis=0)]
+        d = np.stack([f.at(t) for f in fields])
+        nearest = np.argmin(d, axis=0)
+        inside = np.take_along_axis(d, nearest[None], axis=0)[0] < 0
+        out[j][inside] = values[nearest[inside]]
     return out
 
 
-def _key_distances(slice0: np.ndarray, slice1: np.ndarray, classes, spacing) -> tuple[np.ndarray, np.ndarray]:
-    """Signed distance maps (class, x, y) of every class on both key slices.
+class _LabelField:
+    """One label's interpolated signed distance between two key slices (see the module docstring)."""
 
-    A class on part of a slice: its signed distance. A class absent from one key slice: the other slice's map
-    shifted by its maximum depth (>= 0, zero at its deepest point), so it tapers to that point. A class filling
-    a whole slice: minus the smallest distance of the other classes there (for two classes exactly the negated
-    map of the other one), so that it gives way to a structure that tapers in.
-    """
-    slices = (slice0, slice1)
-    maps: list[dict] = [{}, {}]
-    for k, s in enumerate(slices):
-        for c in classes:
-            mask = s == c
-            if mask.any() and not mask.all():
-                maps[k][c] = signed_distance(mask, spacing)
-    _taper_absent(slices, maps, classes)
-    far = float(np.hypot(*(n * sp for n, sp in zip(slice0.shape, spacing))))  # beyond any in-slice distance
-    for k, s in enumerate(slices):
-        for c in classes:
-            if c not in maps[k] and (s == c).all():
-                others = [m for o, m in maps[k].items() if o != c]
-                maps[k][c] = -np.min(others, axis=0) if others else np.full(s.shape, -far, dtype=np.float32)
-    _taper_absent(slices, maps, classes)
-    return (np.stack([maps[0][c] for c in classes]).astype(np.float32),
-            np.stack([maps[1][c] for c in classes]).astype(np.float32))
+    def __init__(self, mask0: np.ndarray, mask1: np.ndarray, spacing):
+        paired0, alone0 = _split_by_overlap(mask0, mask1)
+        paired1, alone1 = _split_by_overlap(mask1, mask0)
+        self.blend = (signed_distance(paired0, spacing), signed_distance(paired1, spacing)) if paired0.any() else None
+        self.alone0 = signed_distance(alone0, spacing) if alone0.any() else None
+        self.alone1 = signed_distance(alone1, spacing) if alone1.any() else None
+        self.shape = mask0.shape
+
+    def at(self, t: float) -> np.ndarray:
+        d = np.full(self.shape, np.inf, dtype=np.float32)
+        if self.blend is not None:
+            d = np.minimum(d, (1.0 - t) * self.blend[0] + t * self.blend[1])
+        if self.alone0 is not None:  # ends half-way from slice 0
+            d = np.minimum(d, np.where(self.alone0 < 0, self.alone0 * (1.0 - 2.0 * t), self.alone0))
+        if self.alone1 is not None:  # begins half-way towards slice 1
+            d = np.minimum(d, np.where(self.alone1 < 0, self.alone1 * (2.0 * t - 1.0), self.alone1))
+        return d
 
 
-def _taper_absent(slices, maps, classes) -> None:
-    for k in (0, 1):
-        other = 1 - k
-        for c in classes:
-            if c not in maps[k] and not (slices[k] == c).any() and c in maps[other]:
-                maps[k][c] = maps[other][c] - maps[other][c].min()
+def _split_by_overlap(mask: np.ndarray, other: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(pieces of `mask` that overlap `other`, pieces that do not); pieces are 8-connected components."""
+    if not mask.any():
+        return mask, mask
+    components, n = ndimage.label(mask, structure=np.ones((3, 3), dtype=bool))
+    overlapping = np.unique(components[mask & other])
+    paired = np.isin(components, overlapping[overlapping > 0])
+    return paired, mask & ~paired
 
 
 def signed_distance(mask: np.ndarray, spacing) -> np.ndarray:
-    """Signed Euclidean distance in mm: negative inside, positive outside, zero level half-way across the edge."""
+    """Signed Euclidean distance in mm: negative inside, positive outside, zero level half-way across the edge.
+    A mask filling the whole slice is 'inside' by more than any in-slice distance."""
+    if mask.all():
+        return np.full(mask.shape, -float(np.hypot(*(n * s for n, s in zip(mask.shape, spacing)))), dtype=np.float32)
     outside = ndimage.distance_transform_edt(~mask, sampling=spacing)
     inside = ndimage.distance_transform_edt(mask, sampling=spacing)
     return (outside - inside).astype(np.float32)

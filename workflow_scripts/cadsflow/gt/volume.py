@@ -175,3 +175,27 @@ def _densify(labels, label_set: LabelSet, spacing, where: str):
     }
     log.info("%s: %s", where, summary)
     return dense.labels, summary
+
+
+def prepare_batch_gt(
+    volume_ids: list[str],
+    source: Source | None,
+    standardized_batch_dir: str | Path,
+    out_batch_dir: str | Path,
+    atlas: Atlas | None = None,
+    registration: RegistrationSettings = RegistrationSettings(),
+    space: LabelSpace | None = None,
+) -> list[dict]:
+    """prepare_volume_gt for each volume of a standardize batch (one source): out_batch_dir/{volume_id}/."""
+    space = space or load_label_space()
+    out = Path(out_batch_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    records = []
+    for volume_id in volume_ids:
+        records.append(
+            prepare_volume_gt(volume_id, source, Path(standardized_batch_dir) / volume_id, out / volume_id,
+                              atlas, registration, space)
+        )
+    done = sum(r["status"] == "ok" for r in records)
+    log.info("%s: %d of %d volumes with ground truth", out.name, done, len(records))
+    return records

@@ -1,0 +1,9 @@
+"""Snakemake entry: one group's training volumes -> an nnU-Net v2 raw dataset folder."""
+
+from pathlib import Path
+
+from cadsflow.gt.nnunet_dataset import write_group_dataset
+from cadsflow.logs import to_log
+
+with to_log(snakemake.log[0]):  # noqa: F821 (injected by Snakemake)
+    write_group_dataset(snakemake.params.training, snakemake.params.candidates, Path(snakemake.output.dataset_json).parent)  # noqa: F821
