@@ -116,3 +116,13 @@ def test_report_writes_every_table_and_png_figure(tmp_path):
     pngs = [open(outputs[k], "rb").read(8) for k in ("radar", "bars", "bubbles")]
     comparison = pd.read_csv(outputs["comparison"], sep="\t")
     assert all(p.startswith(b"\x89PNG") for p in pngs) and len(comparison) == 3 * 4
+
+
+def test_report_without_a_baseline_has_model_rows_only_and_an_empty_comparison(tmp_path):
+    frame = paired_scores([0.9, 0.8, 0.85], [0.7, 0.6, 0.65])
+    table_path = tmp_path / "model_only.tsv"
+    write_scores(frame[frame["system"] == "model"].to_dict("records"), table_path)
+    outputs = {k: str(tmp_path / (k + (".png" if k in ("radar", "bars", "bubbles") else ".tsv"))) for k in REPORT_OUTPUTS}
+    build_report([str(table_path)], outputs, n_boot=20)
+    summary = pd.read_csv(outputs["summary"], sep="\t")
+    assert set(summary["system"]) == {"model"} and pd.read_csv(outputs["comparison"], sep="\t").empty
