@@ -18,6 +18,7 @@ validate(config, "config/schema.yaml")
 
 include: "rules/common.smk"
 include: "rules/standardize.smk"
+include: "rules/evaluate.smk"
 
 
 rule all:
