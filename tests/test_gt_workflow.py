@@ -1,0 +1,62 @@
+"""The gt stage's rules on the embedded demo cohort, run by Snakemake (end to end, minutes)."""
+
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from cadsflow.paths import PROJECT_ROOT
+
+pytestmark = pytest.mark.slow
+
+SNAKEFILE = textwrap.dedent(
+    f"""
+    configfile: "{PROJECT_ROOT}/config/config.yaml"
+    config["demo"]["directory"] = "resources/demo"
+    config["label_space"] = "{PROJECT_ROOT}/config/structures.tsv"
+    config["gt"] = {{"group_training": "{PROJECT_ROOT}/config/group_training.yaml",
+                    "atlas": {{"phantom_shape": [47, 53, 69]}}}}
+    include: "{PROJECT_ROOT}/rules/common.smk"
+    include: "{PROJECT_ROOT}/rules/standardize.smk"
+    include: "{PROJECT_ROOT}/rules/gt.smk"
+    rule all_gt:
+        input: GT_TARGETS, GT_DATASET_TARGETS
+    """
+)
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+    work = tmp_path_factory.mktemp("gt_workflow")
+    (work / "Snakefile").write_text(SNAKEFILE)
+    run = subprocess.run([str(Path(sys.executable).parent / "snakemake"), "-c2", "--quiet", "all", "--", "all_gt"],
+                         cwd=work, capture_output=True, text=True, timeout=1800)
+    assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-4000:]
+    return work
+
+
+def test_every_group_of_the_smoke_preset_gets_an_nnunet_dataset(workdir):
+    raw = workdir / "results" / "specialists" / "nnUNet_raw"
+    names = sorted(p.parent.name for p in raw.glob("Dataset55?_*/dataset.json"))
+    assert names == ["Dataset551_Organs", "Dataset552_Vertebrae", "Dataset553_CardiacGI", "Dataset554_BonesMuscles",
+                     "Dataset555_Ribs", "Dataset556_OAR", "Dataset557_Brain", "Dataset558_HeadNeck",
+                     "Dataset559_BodyRegions"]
+    for path in raw.glob("Dataset55?_*/dataset.json"):
+        spec = json.loads(path.read_text())
+        assert spec["numTraining"] == len(list((path.parent / "labelsTr").glob("*.nii.gz"))) > 0, path
+
+
+def test_demo_head_cts_get_registered_brain_labels_and_saros_slices_are_interpolated(workdir):
+    records = {p.parent.name: json.loads(p.read_text()) for p in (workdir / "results" / "gt").glob("*/*/record.json")}
+    assert all(557 in r["groups"] for v, r in records.items() if v.startswith("demo_hanseg"))
+    assert all(r["sparse"]["interpolated_slices"] > 0 for v, r in records.items() if v.startswith("demo_saros"))
+
+
+def test_kits_like_volumes_record_union_and_lesion_provenance_without_group_maps(workdir):
+    for folder in (p for p in (workdir / "results" / "gt").glob("demo_kits.*/*") if p.is_dir()):
+        rows = (folder / "provenance.tsv").read_text().splitlines()[1:]
+        origins = {line.split("\t")[2] for line in rows}
+        assert not list(folder.glob("group_*.nii.gz")) and origins == {"mapped_union", "lesion"}, folder
