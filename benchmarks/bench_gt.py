@@ -128,7 +128,7 @@ def _centred(labels, affine, shape, target_affine) -> np.ndarray:
     """Atlas labels on the target grid with the two field-of-view centres aligned (no registration)."""
     scale = np.asarray(spacing_of(target_affine)) / np.asarray(spacing_of(affine))
     centre_in, centre_out = (np.asarray(labels.shape) - 1) / 2.0, (np.asarray(shape) - 1) / 2.0
-    return ndimage.affine_transform(labels, scale, offset=centre_in - scale * centre_out, output_shape=shape,
+    return ndimage.affine_transform(labels, np.diag(scale), offset=centre_in - scale * centre_out, output_shape=shape,
                                     order=0, mode="constant", cval=0)
 
 

@@ -9,23 +9,36 @@
 from cadsflow.gt.anonymize import FACE_BLUR_SIGMA_VOXELS, FACE_MARGIN_VOXELS
 from cadsflow.gt.atlas import PHANTOM_SHAPE, PHANTOM_SPACING_MM
 from cadsflow.gt.nnunet_dataset import CandidateVolume
-from cadsflow.gt.training import atlas_sources, check_known_sources, load_group_training, training_volume_ids
+from cadsflow.gt.training import (
+    atlas_sources,
+    check_known_sources,
+    load_group_training,
+    training_volume_ids,
+)
 
 GT = config.get("gt", {})
 GT_PRESET = GT.get("training_preset") or config["preset"]
 if "GROUP_TRAINING" not in globals():
-    GROUP_TRAINING = load_group_training(GT.get("group_training", "config/group_training.yaml"), GT_PRESET)
+    GROUP_TRAINING = load_group_training(
+        GT.get("group_training", "config/group_training.yaml"), GT_PRESET
+    )
 GT_ATLAS_SOURCES = atlas_sources(GROUP_TRAINING)
 check_known_sources(
-    GROUP_TRAINING, set(SOURCES) | {v.source for v in VOLUMES.values()}, f"group training preset {GT_PRESET!r}: "
+    GROUP_TRAINING,
+    set(SOURCES) | {v.source for v in VOLUMES.values()},
+    f"group training preset {GT_PRESET!r}: ",
 )
-GT_NNUNET_RAW = config.get("specialists", {}).get("nnunet_raw", "results/specialists/nnUNet_raw")
+GT_NNUNET_RAW = config.get("specialists", {}).get(
+    "nnunet_raw", "results/specialists/nnUNet_raw"
+)
 GT_ATLAS = GT.get("atlas", {})
 GT_ATLAS_IMAGE = GT_ATLAS.get("image") or "results/atlas/phantom_image.nii.gz"
 GT_ATLAS_LABELS = GT_ATLAS.get("labels") or "results/atlas/phantom_labels.nii.gz"
 GT_REGISTRATION = GT.get("registration", {})
 GT_FACE = GT.get("face_mask", {})
-GT_FACE_PATTERN = GT_FACE.get("pattern") or "results/pseudolabels/553/{volume_id}.nii.gz"
+GT_FACE_PATTERN = (
+    GT_FACE.get("pattern") or "results/pseudolabels/553/{volume_id}.nii.gz"
+)
 GT_FACE_VALUE = GT_FACE.get("value") or LABEL_SPACE.group_label_map(553)["face"]
 GT_BLUR = GT.get("face_blur", {})
 
@@ -57,8 +70,9 @@ def gt_atlas_input(wildcards):
 def gt_training_ids(wildcards):
     training = GROUP_TRAINING[int(wildcards.group)]
     if training.name != wildcards.name:
+        asked = f"Dataset{wildcards.group}_{wildcards.name}"
         raise ValueError(
-            f"{training.dataset_name} is group {wildcards.group}'s dataset, not Dataset{wildcards.group}_{wildcards.name}"
+            f"{training.dataset_name} is group {wildcards.group}'s dataset, not {asked}"
         )
     return training_volume_ids(training, VOLUMES)
 
@@ -70,13 +84,22 @@ def gt_face_inputs(wildcards):
     return [GT_FACE_PATTERN.format(volume_id=v) for v in BATCHES[wildcards.batch]]
 
 
-GT_TARGETS = expand("results/gt/{batch}", batch=[b for b in BATCHES if gt_needs_batch(b)])
+GT_TARGETS = expand(
+    "results/gt/{batch}", batch=[b for b in BATCHES if gt_needs_batch(b)]
+)
 GT_DATASET_TARGETS = [
-    f"{GT_NNUNET_RAW}/{t.dataset_name}/dataset.json" for t in GROUP_TRAINING.values() if training_volume_ids(t, VOLUMES)
+    f"{GT_NNUNET_RAW}/{t.dataset_name}/dataset.json"
+    for t in GROUP_TRAINING.values()
+    if training_volume_ids(t, VOLUMES)
 ]
 GT_ANONYMIZE_TARGETS = expand(
     "results/anonymized/{batch}",
-    batch=[b for b in BATCHES if SOURCES.get(gt_batch_source(b)) and SOURCES[gt_batch_source(b)].anonymize_face],
+    batch=[
+        b
+        for b in BATCHES
+        if SOURCES.get(gt_batch_source(b))
+        and SOURCES[gt_batch_source(b)].anonymize_face
+    ],
 )
 
 
@@ -85,9 +108,6 @@ rule gt_phantom_atlas:
     output:
         image="results/atlas/phantom_image.nii.gz",
         labels="results/atlas/phantom_labels.nii.gz",
-    params:
-        shape=GT_ATLAS.get("phantom_shape") or list(PHANTOM_SHAPE),
-        spacing_mm=GT_ATLAS.get("phantom_spacing_mm") or PHANTOM_SPACING_MM,
     log:
         "logs/atlas/phantom_atlas.log",
     benchmark:
@@ -98,13 +118,17 @@ rule gt_phantom_atlas:
         mem_mb=2000,
         runtime=10,
         cpus_per_task=1,
+    params:
+        shape=GT_ATLAS.get("phantom_shape") or list(PHANTOM_SHAPE),
+        spacing_mm=GT_ATLAS.get("phantom_spacing_mm") or PHANTOM_SPACING_MM,
     script:
         "../workflow_scripts/entry/gt_phantom_atlas.py"
 
 
 rule gt_batch:
     """Map each volume's source labels into group label maps with provenance; interpolate sparse slices; register
-    the brain atlas to an atlas source's CTs; a quarantined or unlabelled volume gets a record saying so."""
+    the brain atlas to an atlas source's CTs; a quarantined or unlabelled volume gets a record saying so.
+    """
     input:
         unpack(gt_atlas_input),
         standardized="results/standardized/{batch}",
@@ -118,9 +142,13 @@ rule gt_batch:
         "../envs/cads.yaml"
     threads: lambda wc: GT_REGISTRATION.get("threads", 2) if gt_is_atlas_batch(wc.batch) else 1
     resources:
-        mem_mb=lambda wc, attempt: (8000 if gt_is_atlas_batch(wc.batch) else 4000) * 2 ** (attempt - 1),
-        runtime=lambda wc: 5 + (10 if gt_is_atlas_batch(wc.batch) else 1) * len(BATCHES[wc.batch]),
-        cpus_per_task=lambda wc: GT_REGISTRATION.get("threads", 2) if gt_is_atlas_batch(wc.batch) else 1,
+        mem_mb=lambda wc, attempt: (8000 if gt_is_atlas_batch(wc.batch) else 4000)
+        * 2 ** (attempt - 1),
+        runtime=lambda wc: 5
+        + (10 if gt_is_atlas_batch(wc.batch) else 1) * len(BATCHES[wc.batch]),
+        cpus_per_task=lambda wc: (
+            GT_REGISTRATION.get("threads", 2) if gt_is_atlas_batch(wc.batch) else 1
+        ),
     params:
         volumes=lambda wc: BATCHES[wc.batch],
         source=lambda wc: SOURCES.get(gt_batch_source(wc.batch)),
@@ -133,19 +161,21 @@ rule gt_group_dataset:
     """Export one group's training set as an nnU-Net v2 raw dataset (imagesTr, labelsTr, dataset.json)."""
     input:
         gt=lambda wc: sorted({f"results/gt/{BATCH_OF[v]}" for v in gt_training_ids(wc)}),
-        standardized=lambda wc: sorted({f"results/standardized/{BATCH_OF[v]}" for v in gt_training_ids(wc)}),
+        standardized=lambda wc: sorted(
+            {f"results/standardized/{BATCH_OF[v]}" for v in gt_training_ids(wc)}
+        ),
     output:
         dataset_json=f"{GT_NNUNET_RAW}/Dataset{{group}}_{{name}}/dataset.json",
         images=directory(f"{GT_NNUNET_RAW}/Dataset{{group}}_{{name}}/imagesTr"),
         labels=directory(f"{GT_NNUNET_RAW}/Dataset{{group}}_{{name}}/labelsTr"),
         cases=f"{GT_NNUNET_RAW}/Dataset{{group}}_{{name}}/cads_cases.tsv",
-    wildcard_constraints:
-        group=r"55[1-9]",
-        name=r"[A-Za-z0-9]+",
     log:
         "logs/gt/dataset/Dataset{group}_{name}.log",
     benchmark:
         "benchmarks/gt/dataset/Dataset{group}_{name}.tsv"
+    wildcard_constraints:
+        group=r"55[1-9]",
+        name=r"[A-Za-z0-9]+",
     conda:
         "../envs/cads.yaml"
     resources:
@@ -155,7 +185,8 @@ rule gt_group_dataset:
     params:
         training=lambda wc: GROUP_TRAINING[int(wc.group)],
         candidates=lambda wc: [
-            CandidateVolume(v, VOLUMES[v].source, standardized(v), gt_folder(v)) for v in gt_training_ids(wc)
+            CandidateVolume(v, VOLUMES[v].source, standardized(v), gt_folder(v))
+            for v in gt_training_ids(wc)
         ],
     script:
         "../workflow_scripts/entry/gt_dataset.py"
@@ -181,7 +212,9 @@ rule gt_anonymize_face:
         cpus_per_task=1,
     params:
         volumes=lambda wc: BATCHES[wc.batch],
-        faces=lambda wc: [GT_FACE_PATTERN.format(volume_id=v) for v in BATCHES[wc.batch]],
+        faces=lambda wc: [
+            GT_FACE_PATTERN.format(volume_id=v) for v in BATCHES[wc.batch]
+        ],
         face_value=GT_FACE_VALUE,
         sigma_voxels=GT_BLUR.get("sigma_voxels", FACE_BLUR_SIGMA_VOXELS),
         margin_voxels=GT_BLUR.get("margin_voxels", FACE_MARGIN_VOXELS),

@@ -62,7 +62,8 @@ def raw(tmp_path_factory, space):
 def test_dataset_json_lists_every_group_structure_even_those_no_source_labels(raw, space):
     _, specs = raw
     labels = specs[551]["labels"]
-    assert labels["background"] == 0 and {k: v for k, v in labels.items() if k != "background"} == space.group_label_map(551)
+    structures = {k: v for k, v in labels.items() if k != "background"}
+    assert labels["background"] == 0 and structures == space.group_label_map(551)
     assert specs[551]["channel_names"] == {"0": "CT"} and specs[551]["numTraining"] == 3
     assert specs[551]["file_ending"] == ".nii.gz"
 
@@ -76,12 +77,15 @@ def test_ignore_label_is_declared_highest_only_where_cases_have_unknown_voxels(r
 def test_dataset_folder_has_the_nnunet_layout_and_a_case_table(raw):
     root, _ = raw
     folder = root / "nnUNet_raw" / "Dataset559_BodyRegions"
-    assert sorted(p.name for p in (folder / "imagesTr").iterdir()) == [f"demo_saros_case{i:03d}_0000.nii.gz" for i in range(3)]
-    assert sorted(p.name for p in (folder / "labelsTr").iterdir()) == [f"demo_saros_case{i:03d}.nii.gz" for i in range(3)]
-    assert (folder / "cads_cases.tsv").read_text().splitlines()[1].startswith("demo_saros_case000\tdemo_saros_case000\tdemo_saros\t")
+    cases = [f"demo_saros_case{i:03d}" for i in range(3)]
+    assert sorted(p.name for p in (folder / "imagesTr").iterdir()) == [f"{c}_0000.nii.gz" for c in cases]
+    assert sorted(p.name for p in (folder / "labelsTr").iterdir()) == [f"{c}.nii.gz" for c in cases]
+    first = (folder / "cads_cases.tsv").read_text().splitlines()[1]
+    assert first.startswith("demo_saros_case000\tdemo_saros_case000\tdemo_saros\t")
     assert not [p for p in folder.iterdir() if p.name.startswith(".")]
 
 
+@pytest.mark.slow  # ~40-90 s: nnU-Net spawns worker processes that import torch
 def test_stock_nnunet_verifies_integrity_and_plans_both_datasets(raw, tmp_path):
     root, _ = raw
     env = {**os.environ, "nnUNet_raw": str(root / "nnUNet_raw"), "nnUNet_preprocessed": str(tmp_path / "pre"),
@@ -99,8 +103,8 @@ def test_stock_nnunet_verifies_integrity_and_plans_both_datasets(raw, tmp_path):
 
 def test_a_group_without_any_mapped_case_is_an_error_naming_the_dataset(raw, tmp_path, space):
     root, _ = raw
-    only_organs = [CandidateVolume("demo_totalseg_case000", "demo_totalseg", str(root / "std" / "demo_totalseg_case000"),
-                                   str(root / "gt" / "demo_totalseg_case000"))]
+    vid = "demo_totalseg_case000"
+    only_organs = [CandidateVolume(vid, "demo_totalseg", str(root / "std" / vid), str(root / "gt" / vid))]
     with pytest.raises(DatasetError, match="Dataset558_HeadNeck.*no.*group_558"):
         write_group_dataset(GroupTraining(558, "HeadNeck", "source", ("demo_totalseg",)), only_organs,
                             tmp_path / "Dataset558_HeadNeck", space)

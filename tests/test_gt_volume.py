@@ -120,7 +120,8 @@ def test_extra_label_set_is_combined_into_the_same_group_map(tmp_path, space):
     main[0:2] = 10
     extra = np.zeros(SHAPE, np.uint8)
     extra[5:7] = 8
-    std = write_standardized(tmp_path / "std", "v1", "visc", _image(), {"label.nii.gz": main, "label_oar.nii.gz": extra})
+    files = {"label.nii.gz": main, "label_oar.nii.gz": extra}
+    std = write_standardized(tmp_path / "std", "v1", "visc", _image(), files)
     record = prepare_volume_gt("v1", load_registry(registry)["visc"], std, tmp_path / "gt", space=space)
     oar = _load(tmp_path / "gt" / "group_556.nii.gz")
     ids = space.group_label_map(556)

@@ -6,4 +6,8 @@ from cadsflow.gt.nnunet_dataset import write_group_dataset
 from cadsflow.logs import to_log
 
 with to_log(snakemake.log[0]):  # noqa: F821 (injected by Snakemake)
-    write_group_dataset(snakemake.params.training, snakemake.params.candidates, Path(snakemake.output.dataset_json).parent)  # noqa: F821
+    write_group_dataset(
+        snakemake.params.training,  # noqa: F821
+        snakemake.params.candidates,  # noqa: F821
+        Path(snakemake.output.dataset_json).parent,  # noqa: F821
+    )

@@ -5,5 +5,8 @@ from cadsflow.logs import to_log
 
 with to_log(snakemake.log[0]):  # noqa: F821 (injected by Snakemake)
     write_phantom_atlas(
-        snakemake.output.image, snakemake.output.labels, snakemake.params.shape, snakemake.params.spacing_mm  # noqa: F821
+        snakemake.output.image,  # noqa: F821
+        snakemake.output.labels,  # noqa: F821
+        snakemake.params.shape,  # noqa: F821
+        snakemake.params.spacing_mm,  # noqa: F821
     )

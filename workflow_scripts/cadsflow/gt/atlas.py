@@ -95,10 +95,10 @@ def register_atlas_labels(
     where: str = "",
 ) -> np.ndarray:
     """Register the atlas image to the target CT (ANTs SyN) and return the warped atlas labels (uint8, target grid)."""
+    if settings.threads:  # before ITK starts its thread pool (first use in this process)
+        os.environ["ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS"] = str(settings.threads)
     import ants
 
-    if settings.threads:
-        os.environ["ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS"] = str(settings.threads)
     fixed = _to_ants(_registration_intensities(target_image), spacing_of(target_affine))
     moving = _to_ants(_registration_intensities(atlas.image), atlas.spacing)
     labels = _to_ants(atlas.labels.astype(np.float32), atlas.spacing)
@@ -149,7 +149,8 @@ def _registration_intensities(image: np.ndarray) -> np.ndarray:
 def _to_ants(array: np.ndarray, spacing):
     import ants
 
-    return ants.from_numpy(np.ascontiguousarray(array, dtype=np.float32), origin=(0.0, 0.0, 0.0), spacing=tuple(spacing))
+    data = np.ascontiguousarray(array, dtype=np.float32)
+    return ants.from_numpy(data, origin=(0.0, 0.0, 0.0), spacing=tuple(spacing))
 
 
 # ---------------------------------------------------------------- phantom atlas

@@ -71,7 +71,8 @@ def label_sets(source: Source, space: LabelSpace) -> dict[str, LabelSet]:
         status = str(entry.get("mapping_status", "complete"))
         if status not in ("complete", "todo"):
             raise RegistryError(f"{where}mapping_status must be 'complete' or 'todo', not {status!r}")
-        values = {int(v): _parse_value(where, int(v), spec, space) for v, spec in (entry.get("label_values") or {}).items()}
+        raw = entry.get("label_values") or {}
+        values = {int(v): _parse_value(where, int(v), spec, space) for v, spec in raw.items()}
         if 0 in values:
             raise RegistryError(f"{where}label value 0 is background and cannot be mapped")
         sets[str(name)] = LabelSet(str(name), values, status, f"label_{name}.nii.gz")

@@ -78,7 +78,8 @@ def write_group_dataset(
         table = []
         for c in cases:
             label = Path(c.gt_dir) / f"group_{group}.nii.gz"
-            _link_or_copy(Path(c.standardized_dir) / "image.nii.gz", tmp / "imagesTr" / f"{c.volume_id}_0000{FILE_ENDING}")
+            image = Path(c.standardized_dir) / "image.nii.gz"
+            _link_or_copy(image, tmp / "imagesTr" / f"{c.volume_id}_0000{FILE_ENDING}")
             _link_or_copy(label, tmp / "labelsTr" / f"{c.volume_id}{FILE_ENDING}")
             has_ignore |= bool((np.asanyarray(nib.load(str(label)).dataobj) == ignore_label(group, space)).any())
             table.append((c.volume_id, c.volume_id, c.source, _exact_structures(c, group)))

@@ -119,9 +119,9 @@ def _build_group_maps(volume_id, source, std, atlas, registration, space):
         details["label_sets"].append(label_set.name)
     if atlas is not None:
         registered = register_atlas_labels(np.asanyarray(image.dataobj), image.affine, atlas, registration, where)
-        maps[BRAIN_GROUP] = (
-            registered if BRAIN_GROUP not in maps else combine_group_maps(registered, maps[BRAIN_GROUP], BRAIN_GROUP, space)
-        )
+        if BRAIN_GROUP in maps:  # the source's own exact brain labels win over registered ones
+            registered = combine_group_maps(registered, maps[BRAIN_GROUP], BRAIN_GROUP, space)
+        maps[BRAIN_GROUP] = registered
         counts = np.bincount(registered.ravel(), minlength=len(space.group(BRAIN_GROUP)) + 1)
         names = {i: n for n, i in space.group_label_map(BRAIN_GROUP).items()}
         rows += [
