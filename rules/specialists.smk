@@ -20,8 +20,15 @@ def sp_raw_dataset(group):
 
 
 def sp_job_resources(runtime_min):
-    """Scheduler resources of a preset's job; GPU keys only when the preset asks for a GPU."""
-    resources = {"mem_mb": SP_PRESET.mem_mb, "runtime": runtime_min, "cpus_per_task": SP_PRESET.threads}
+    """Scheduler resources of a preset's job (grow with each retry); GPU keys only when the preset asks for a GPU.
+
+    CPUs come from the rule's threads. A site that must name the GPU model sets gpu_model in the preset or with
+    the profile's set-resources.
+    """
+    resources = {
+        "mem_mb": lambda wc, attempt: SP_PRESET.mem_mb * attempt,
+        "runtime": lambda wc, attempt: runtime_min * attempt,
+    }
     if SP_PRESET.gpus:
         resources["gpu"] = SP_PRESET.gpus
         if SP_PRESET.gpu_model:
@@ -35,24 +42,25 @@ rule train_specialist:
         dataset_json=lambda wc: f"{sp_raw_dataset(wc.group)}/dataset.json",
     output:
         marker=f"{SP_MODELS}/{{group}}.done",
-    params:
-        dataset=lambda wc: sp_raw_dataset(wc.group),
-        preset=SP_PRESET.name,
-        presets=config["specialists"]["presets"],
-        raw=config["specialists"]["nnunet_raw"],
-        preprocessed=config["specialists"]["nnunet_preprocessed"],
-        results=SP_MODELS,
     log:
         "logs/specialists/train_{group}.log",
     benchmark:
         "benchmarks/specialists/train_{group}.tsv"
     wildcard_constraints:
         group=r"55[1-9]",
+    conda:
+        "../envs/cads.yaml"
     threads: SP_PRESET.threads
     resources:
         **sp_job_resources(SP_PRESET.train_runtime_min),
-    conda:
-        "../envs/cads.yaml"
+    params:
+        dataset=lambda wc: sp_raw_dataset(wc.group),
+        preset=SP_PRESET.name,
+        presets=config["specialists"]["presets"],
+        settings=repr(SP_PRESET),  # a changed preset retrains (Snakemake's params rerun trigger)
+        raw=config["specialists"]["nnunet_raw"],
+        preprocessed=config["specialists"]["nnunet_preprocessed"],
+        results=SP_MODELS,
     shell:
         "python -m cadsflow.specialists --group {wildcards.group} --dataset {params.dataset:q}"
         " --preset {params.preset:q} --presets-file {params.presets:q}"

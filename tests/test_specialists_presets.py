@@ -63,7 +63,7 @@ def test_plan_command_writes_the_preset_plans_with_small_patch_settings():
     cmd = plan_command(551, load_preset("smoke"))
     assert cmd[cmd.index("-d") + 1] == "551"
     assert cmd[cmd.index("-overwrite_plans_name") + 1] == "nnUNetPlansCadsSmoke"
-    assert cmd[cmd.index("-gpu_memory_target") + 1] == "0.5"
+    assert cmd[cmd.index("-gpu_memory_target") + 1] == "0.15"
     assert cmd[cmd.index("-overwrite_target_spacing") + 1:][:3] == ["3.0", "3.0", "3.0"]
 
 
