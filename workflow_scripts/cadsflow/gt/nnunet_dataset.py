@@ -25,11 +25,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-import nibabel as nib
-import numpy as np
 
 from cadsflow.gt.mapping import IGNORE_NAME, ignore_label
-from cadsflow.gt.provenance import EXACT_ORIGINS, read_provenance
+from cadsflow.gt.provenance import COARSE_ORIGINS, EXACT_ORIGINS, read_provenance
 from cadsflow.gt.training import GroupTraining
 from cadsflow.labels import LabelSpace, load_label_space
 
@@ -81,8 +79,10 @@ def write_group_dataset(
             image = Path(c.standardized_dir) / "image.nii.gz"
             _link_or_copy(image, tmp / "imagesTr" / f"{c.volume_id}_0000{FILE_ENDING}")
             _link_or_copy(label, tmp / "labelsTr" / f"{c.volume_id}{FILE_ENDING}")
-            has_ignore |= bool((np.asanyarray(nib.load(str(label)).dataobj) == ignore_label(group, space)).any())
-            table.append((c.volume_id, c.volume_id, c.source, _exact_structures(c, group)))
+            rows = [r for r in read_provenance(Path(c.gt_dir) / "provenance.tsv") if r.group == group and r.n_voxels]
+            has_ignore |= any(r.origin in COARSE_ORIGINS for r in rows)  # provenance says so: no need to read maps
+            exact = sorted({r.structure for r in rows if r.origin in EXACT_ORIGINS})
+            table.append((c.volume_id, c.volume_id, c.source, exact))
         spec = dataset_json(group, space, len(cases), has_ignore)
         _write_cases(table, tmp / "cads_cases.tsv")
         (tmp / "dataset.json").write_text(json.dumps(spec, indent=1))
@@ -119,11 +119,6 @@ def _has_group_map(c: CandidateVolume, group: int) -> bool:
         raise DatasetError(f"volume {c.volume_id}: {record_path} missing; run the gt stage first")
     record = json.loads(record_path.read_text())
     return record.get("status") == "ok" and group in record.get("groups", [])
-
-
-def _exact_structures(c: CandidateVolume, group: int) -> list[str]:
-    rows = read_provenance(Path(c.gt_dir) / "provenance.tsv")
-    return sorted({r.structure for r in rows if r.group == group and r.origin in EXACT_ORIGINS and r.n_voxels})
 
 
 PARTS = ("imagesTr", "labelsTr", "cads_cases.tsv", "dataset.json")  # in the order they are moved into place
