@@ -146,9 +146,6 @@ rule gt_batch:
         * 2 ** (attempt - 1),
         runtime=lambda wc: 5
         + (10 if gt_is_atlas_batch(wc.batch) else 1) * len(BATCHES[wc.batch]),
-        cpus_per_task=lambda wc: (
-            GT_REGISTRATION.get("threads", 2) if gt_is_atlas_batch(wc.batch) else 1
-        ),
     params:
         volumes=lambda wc: BATCHES[wc.batch],
         source=lambda wc: SOURCES.get(gt_batch_source(wc.batch)),
