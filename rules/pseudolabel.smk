@@ -20,6 +20,11 @@ def pl_shard_members(k):
     return PL_SHARDS.members(int(k))
 
 
+def pl_shard_batches(wc):
+    """The standardize batches (directory outputs) that hold the shard's volumes."""
+    return sorted({f"results/standardized/{BATCH_OF[v]}" for v in pl_shard_members(wc.shard)})
+
+
 def pl_shard_report(group, k):
     return f"results/pseudolabels/{group}/shard_{k}.tsv"
 
@@ -36,28 +41,27 @@ def pl_label_map(group, volume_id):
 
 def pl_brain_shard(wc):
     """Head groups depend on group 553's shard of the same volumes: the DAG edge 553 -> 557/558."""
-    return [pl_shard_report(BRAIN_GROUP, wc.shard)] if is_head_group(int(wc.group)) else []
+    return (
+        [pl_shard_report(BRAIN_GROUP, wc.shard)] if is_head_group(int(wc.group)) else []
+    )
 
 
 def pl_brain_args(wc):
-    return f"--brain-dir results/pseudolabels/{BRAIN_GROUP}" if is_head_group(int(wc.group)) else ""
+    return (
+        f"--brain-dir results/pseudolabels/{BRAIN_GROUP}"
+        if is_head_group(int(wc.group))
+        else ""
+    )
 
 
 rule pseudolabel_shard:
     """Pseudo-label one shard of volumes with the group's specialist (one model load); report each volume."""
     input:
         model=lambda wc: sp_model_marker(wc.group),
-        volumes=lambda wc: [standardized(v) for v in pl_shard_members(wc.shard)],
+        batches=pl_shard_batches,
         brain=pl_brain_shard,
     output:
         report="results/pseudolabels/{group}/shard_{shard}.tsv",
-    params:
-        out_dir="results/pseudolabels/{group}",
-        brain=pl_brain_args,
-        trainers=str(TRAINERS_DIR),
-        postprocessing=config["pseudolabel"]["postprocessing"],
-        device=PL_DEVICE,
-        strict="--fail-on-volume-error" if config["pseudolabel"]["fail_on_volume_error"] else "",
     log:
         "logs/pseudolabel/{group}/shard_{shard}.log",
     benchmark:
@@ -65,14 +69,28 @@ rule pseudolabel_shard:
     wildcard_constraints:
         group=r"55[1-9]",
         shard=r"\d+",
-    threads: SP_PRESET.threads
-    resources:
-        **sp_job_resources(int(SP_PRESET.infer_runtime_min_per_volume * PL_SHARDS.size) + 5),
     conda:
         "../envs/cads.yaml"
+    threads: SP_PRESET.threads
+    resources:
+        **sp_job_resources(
+            int(SP_PRESET.infer_runtime_min_per_volume * PL_SHARDS.size) + 5
+        ),
+    params:
+        volumes=lambda wc: [standardized(v) for v in pl_shard_members(wc.shard)],
+        out_dir="results/pseudolabels/{group}",
+        brain=pl_brain_args,
+        trainers=str(TRAINERS_DIR),
+        postprocessing=config["pseudolabel"]["postprocessing"],
+        device=PL_DEVICE,
+        strict=(
+            "--fail-on-volume-error"
+            if config["pseudolabel"]["fail_on_volume_error"]
+            else ""
+        ),
     shell:
         "nnUNet_extTrainer={params.trainers:q} python -m cadsflow.pseudolabel --group {wildcards.group}"
-        " --model {input.model:q} --volumes {input.volumes:q} --out-dir {params.out_dir:q}"
+        " --model {input.model:q} --volumes {params.volumes:q} --out-dir {params.out_dir:q}"
         " --report {output.report:q} {params.brain} --postprocessing {params.postprocessing:q}"
         " --device {params.device} --threads {threads} {params.strict} --log {log:q} 2>> {log:q}"
 
@@ -80,18 +98,22 @@ rule pseudolabel_shard:
 rule pseudolabel_status:
     """Collect every group's shard reports into one table: which volume has which pseudo-label, and why not."""
     input:
-        reports=expand("results/pseudolabels/{group}/shard_{shard}.tsv", group=GROUP_IDS, shard=pl_shards()),
+        reports=expand(
+            "results/pseudolabels/{group}/shard_{shard}.tsv",
+            group=GROUP_IDS,
+            shard=pl_shards(),
+        ),
     output:
         status="results/pseudolabels/status.tsv",
     log:
         "logs/pseudolabel/status.log",
     benchmark:
         "benchmarks/pseudolabel/status.tsv"
+    conda:
+        "../envs/cads.yaml"
     resources:
         mem_mb=1000,
         runtime=10,
         cpus_per_task=1,
-    conda:
-        "../envs/cads.yaml"
     script:
         "../workflow_scripts/entry/pseudolabel_status.py"

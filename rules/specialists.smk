@@ -2,11 +2,25 @@
 # The preset (config/presets.yaml, chosen by config["preset"]) sets trainer, plans, schedule, device and resources;
 # the DAG is the same for every preset. nnU-Net's folders come from config["specialists"], per job.
 
+import shlex
+
 from cadsflow.labels import GROUP_IDS
 from cadsflow.specialists.presets import load_preset
 
 SP_PRESET = load_preset(config["preset"], config["specialists"]["presets"])
+SP_RAW = config["specialists"]["nnunet_raw"]
+SP_PREPROCESSED = config["specialists"]["nnunet_preprocessed"]
 SP_MODELS = config["specialists"]["models"]  # nnUNet_results
+SP_ARGS = " ".join(  # the preset and nnU-Net's folders, as every step's command line names them
+    f"--{name} {shlex.quote(str(value))}"
+    for name, value in [
+        ("preset", SP_PRESET.name),
+        ("presets-file", config["specialists"]["presets"]),
+        ("nnunet-raw", SP_RAW),
+        ("nnunet-preprocessed", SP_PREPROCESSED),
+        ("nnunet-results", SP_MODELS),
+    ]
+)
 
 
 def sp_model_marker(group):
@@ -16,7 +30,7 @@ def sp_model_marker(group):
 
 def sp_raw_dataset(group):
     """The group's nnU-Net raw dataset folder, as the gt stage names and exports it (GROUP_TRAINING, rules/gt.smk)."""
-    return f"{config['specialists']['nnunet_raw']}/{GROUP_TRAINING[int(group)].dataset_name}"
+    return f"{SP_RAW}/{GROUP_TRAINING[int(group)].dataset_name}"
 
 
 def sp_job_resources(runtime_min):
@@ -36,33 +50,53 @@ def sp_job_resources(runtime_min):
     return resources
 
 
-rule train_specialist:
-    """Plan, preprocess and train the group's nnU-Net specialist from its GT dataset; mark the model done."""
+rule plan_specialist:
+    """Fingerprint, plan and preprocess the group's GT dataset with the preset's plans (a CPU job)."""
     input:
         dataset_json=lambda wc: f"{sp_raw_dataset(wc.group)}/dataset.json",
     output:
+        planned=f"{SP_PREPROCESSED}/{{group}}.planned",
+    params:
+        dataset=lambda wc: sp_raw_dataset(wc.group),
+        args=SP_ARGS,
+        settings=repr(SP_PRESET),  # a changed preset replans (Snakemake's params rerun trigger)
+    log:
+        "logs/specialists/plan_{group}.log",
+    benchmark:
+        "benchmarks/specialists/plan_{group}.tsv"
+    wildcard_constraints:
+        group=r"55[1-9]",
+    threads: SP_PRESET.num_processes
+    resources:
+        mem_mb=lambda wc, attempt: SP_PRESET.mem_mb * attempt,
+        runtime=lambda wc, attempt: SP_PRESET.plan_runtime_min * attempt,
+    conda:
+        "../envs/cads.yaml"
+    shell:
+        "python -m cadsflow.specialists plan --group {wildcards.group} --dataset {params.dataset:q} {params.args}"
+        " --marker {output.planned:q} --log {log:q} 2>> {log:q}"
+
+
+rule train_specialist:
+    """Train the group's nnU-Net specialist (3d_fullres, mirroring off) on its preprocessed dataset."""
+    input:
+        planned=f"{SP_PREPROCESSED}/{{group}}.planned",
+    output:
         marker=f"{SP_MODELS}/{{group}}.done",
+    params:
+        args=SP_ARGS,
+        settings=repr(SP_PRESET),  # a changed preset retrains
     log:
         "logs/specialists/train_{group}.log",
     benchmark:
         "benchmarks/specialists/train_{group}.tsv"
     wildcard_constraints:
         group=r"55[1-9]",
-    conda:
-        "../envs/cads.yaml"
     threads: SP_PRESET.threads
     resources:
         **sp_job_resources(SP_PRESET.train_runtime_min),
-    params:
-        dataset=lambda wc: sp_raw_dataset(wc.group),
-        preset=SP_PRESET.name,
-        presets=config["specialists"]["presets"],
-        settings=repr(SP_PRESET),  # a changed preset retrains (Snakemake's params rerun trigger)
-        raw=config["specialists"]["nnunet_raw"],
-        preprocessed=config["specialists"]["nnunet_preprocessed"],
-        results=SP_MODELS,
+    conda:
+        "../envs/cads.yaml"
     shell:
-        "python -m cadsflow.specialists --group {wildcards.group} --dataset {params.dataset:q}"
-        " --preset {params.preset:q} --presets-file {params.presets:q}"
-        " --nnunet-raw {params.raw:q} --nnunet-preprocessed {params.preprocessed:q} --nnunet-results {params.results:q}"
+        "python -m cadsflow.specialists train --group {wildcards.group} --planned {input.planned:q} {params.args}"
         " --marker {output.marker:q} --log {log:q} 2>> {log:q}"

@@ -72,10 +72,10 @@ def test_paper_plan_command_keeps_nnunet_defaults():
     assert "-gpu_memory_target" not in cmd and "-overwrite_target_spacing" not in cmd
 
 
-def test_train_command_names_trainer_plans_fold_and_device():
+def test_train_command_names_trainer_plans_fold_device_and_continues_from_a_checkpoint():
     cmd = train_command(553, load_preset("smoke"))
     assert cmd[3:] == ["553", "3d_fullres", "all", "-tr", "nnUNetTrainerCadsSmoke", "-p", "nnUNetPlansCadsSmoke",
-                       "-device", "cpu"]
+                       "-device", "cpu", "--c"]
 
 
 def test_nnunet_environment_is_built_for_the_child_without_touching_this_process(tmp_path):

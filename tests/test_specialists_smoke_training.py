@@ -16,7 +16,7 @@ from helpers import REPO, spacing_affine, write_nifti
 from cadsflow.pseudolabel.infer import FAILED, OK, read_report
 from cadsflow.specialists.nnunet import NnunetDirs, nnunet_env
 from cadsflow.specialists.presets import load_preset
-from cadsflow.specialists.train import read_marker, train_specialist
+from cadsflow.specialists.train import plan_specialist, read_marker, train_specialist
 
 pytestmark = pytest.mark.slow
 
@@ -76,8 +76,9 @@ def trained(tmp_path_factory):
     root = tmp_path_factory.mktemp("smoke")
     dirs = NnunetDirs(root / "nnUNet_raw", root / "nnUNet_preprocessed", root / "models")
     dataset = write_dataset(dirs.raw)
-    marker = root / "models" / f"{GROUP}.done"
-    record = train_specialist(GROUP, dataset, load_preset("smoke"), dirs, marker, root / "train.log")
+    planned, marker = root / "nnUNet_preprocessed" / f"{GROUP}.planned", root / "models" / f"{GROUP}.done"
+    plan_specialist(GROUP, dataset, load_preset("smoke"), dirs, planned, root / "plan.log")
+    record = train_specialist(GROUP, planned, load_preset("smoke"), dirs, marker, root / "train.log")
     return root, dirs, marker, record
 
 

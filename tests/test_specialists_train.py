@@ -6,34 +6,34 @@ import pytest
 
 from cadsflow.specialists.nnunet import NnunetDirs
 from cadsflow.specialists.presets import load_preset
-from cadsflow.specialists.train import TrainingError, read_marker, train_specialist
+from cadsflow.specialists.train import TrainingError, plan_specialist, read_marker, train_specialist
 
 
 def dirs(root):
     return NnunetDirs(root / "raw", root / "pre", root / "res")
 
 
-def test_training_refuses_a_dataset_folder_of_another_group(tmp_path):
+def test_planning_refuses_a_dataset_folder_of_another_group(tmp_path):
     folder = tmp_path / "raw" / "Dataset552_Vertebrae"
     folder.mkdir(parents=True)
     (folder / "dataset.json").write_text("{}")
     with pytest.raises(TrainingError, match="Dataset552_Vertebrae.*Dataset551_"):
-        train_specialist(551, folder, load_preset("smoke"), dirs(tmp_path), tmp_path / "m", tmp_path / "log")
+        plan_specialist(551, folder, load_preset("smoke"), dirs(tmp_path), tmp_path / "m", tmp_path / "log")
 
 
-def test_training_refuses_a_dataset_outside_nnunet_raw(tmp_path):
+def test_planning_refuses_a_dataset_outside_nnunet_raw(tmp_path):
     folder = tmp_path / "elsewhere" / "Dataset551_Organs"
     folder.mkdir(parents=True)
     (folder / "dataset.json").write_text("{}")
     with pytest.raises(TrainingError, match="nnUNet_raw"):
-        train_specialist(551, folder, load_preset("smoke"), dirs(tmp_path), tmp_path / "m", tmp_path / "log")
+        plan_specialist(551, folder, load_preset("smoke"), dirs(tmp_path), tmp_path / "m", tmp_path / "log")
 
 
-def test_training_without_dataset_json_names_the_folder(tmp_path):
+def test_planning_without_dataset_json_names_the_folder(tmp_path):
     folder = tmp_path / "raw" / "Dataset551_Organs"
     folder.mkdir(parents=True)
     with pytest.raises(TrainingError, match="Dataset551_Organs: no dataset.json"):
-        train_specialist(551, folder, load_preset("smoke"), dirs(tmp_path), tmp_path / "m", tmp_path / "log")
+        plan_specialist(551, folder, load_preset("smoke"), dirs(tmp_path), tmp_path / "m", tmp_path / "log")
 
 
 def test_marker_without_a_model_folder_is_rejected_naming_the_file(tmp_path):
@@ -41,3 +41,10 @@ def test_marker_without_a_model_folder_is_rejected_naming_the_file(tmp_path):
     marker.write_text(json.dumps({"fold": "all"}))
     with pytest.raises(TrainingError, match=r"551\.done.*model_dir"):
         read_marker(marker)
+
+
+def test_training_refuses_a_dataset_planned_with_other_plans(tmp_path):
+    planned = tmp_path / "551.planned"
+    planned.write_text(json.dumps({"dataset": "Dataset551_Organs", "plans": "nnUNetPlans"}))
+    with pytest.raises(TrainingError, match="nnUNetPlans.*nnUNetPlansCadsSmoke"):
+        train_specialist(551, planned, load_preset("smoke"), dirs(tmp_path), tmp_path / "m", tmp_path / "log")

@@ -79,11 +79,16 @@ def plan_command(dataset_id: int, preset: Preset) -> list[str]:
 
 
 def train_command(dataset_id: int, preset: Preset) -> list[str]:
-    """nnUNetv2_train for the preset's trainer, plans, configuration, fold and device."""
+    """nnUNetv2_train for the preset's trainer, plans, configuration, fold and device.
+
+    `--c` continues from the fold's latest checkpoint when there is one (a retried or requeued GPU job resumes a
+    training that outlasts the scheduler's time limit) and starts afresh otherwise.
+    """
     return [
         sys.executable, "-m", TRAIN_MODULE,
         str(dataset_id), preset.configuration, preset.fold,
         "-tr", preset.trainer,
         "-p", preset.plans,
         "-device", preset.device,
+        "--c",
     ]

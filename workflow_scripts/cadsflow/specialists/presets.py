@@ -17,7 +17,7 @@ PRESETS_YAML = CONFIG_DIR / "presets.yaml"
 SCHEDULE_KEYS = ("epochs", "iterations_per_epoch", "val_iterations_per_epoch")
 _FIELDS = (
     "trainer", "schedule", "plans", "planner", "gpu_memory_target_gb", "target_spacing_mm", "configuration",
-    "fold", "device", "threads", "num_processes", "shard_size", "gpus", "gpu_model", "train_runtime_min",
+    "fold", "device", "threads", "num_processes", "shard_size", "gpus", "gpu_model", "plan_runtime_min", "train_runtime_min",
     "infer_runtime_min_per_volume", "mem_mb",
 )
 
@@ -43,6 +43,7 @@ class Preset:
     shard_size: int
     gpus: int
     gpu_model: str | None
+    plan_runtime_min: int
     train_runtime_min: int
     infer_runtime_min_per_volume: float
     mem_mb: int
@@ -84,6 +85,7 @@ def load_preset(name: str, path: str | Path = PRESETS_YAML) -> Preset:
         shard_size=_positive_int(entry["shard_size"], f"{where}: shard_size"),
         gpus=_non_negative_int(entry["gpus"], f"{where}: gpus"),
         gpu_model=None if entry["gpu_model"] is None else str(entry["gpu_model"]),
+        plan_runtime_min=_positive_int(entry["plan_runtime_min"], f"{where}: plan_runtime_min"),
         train_runtime_min=_positive_int(entry["train_runtime_min"], f"{where}: train_runtime_min"),
         infer_runtime_min_per_volume=float(entry["infer_runtime_min_per_volume"]),
         mem_mb=_positive_int(entry["mem_mb"], f"{where}: mem_mb"),
