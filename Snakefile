@@ -18,6 +18,7 @@ validate(config, "config/schema.yaml")
 
 include: "rules/common.smk"
 include: "rules/standardize.smk"
+include: "rules/gt.smk"
 include: "rules/evaluate.smk"
 
 
@@ -25,3 +26,5 @@ rule all:
     """Everything the factory builds for the configured sheet."""
     input:
         "results/quarantine/quarantine.tsv",
+        GT_TARGETS,
+        GT_DATASET_TARGETS,

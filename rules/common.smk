@@ -206,3 +206,93 @@ def ev_reference_volumes():
     if choice == "cohort":
         return EV_COHORT_VOLUMES
     return str(project_path(EV_PAPER_VOLUMES if choice == "paper" else choice))
+
+
+# --- gt (rules/gt.smk) ---------------------------------------------------------------------------------
+
+from cadsflow.gt.nnunet_dataset import CandidateVolume
+from cadsflow.gt.training import (
+    atlas_sources,
+    check_known_sources,
+    load_group_training,
+    training_volume_ids,
+)
+
+GT = config["gt"]
+GROUP_TRAINING = load_group_training(
+    project_path(GT["group_training"]), GT["training_preset"] or config["preset"]
+)
+GT_ATLAS_SOURCES = atlas_sources(GROUP_TRAINING)
+check_known_sources(
+    GROUP_TRAINING,
+    set(SOURCES) | {v.source for v in VOLUMES.values()},
+    f"group training preset {GT['training_preset'] or config['preset']!r}: ",
+)
+GT_NNUNET_RAW = config["specialists"]["nnunet_raw"]
+GT_ATLAS_IMAGE = GT["atlas"]["image"] or "results/atlas/phantom_image.nii.gz"
+GT_ATLAS_LABELS = GT["atlas"]["labels"] or "results/atlas/phantom_labels.nii.gz"
+GT_REGISTRATION = GT["registration"]
+GT_FACE_PATTERN = (
+    GT["face_mask"]["pattern"] or "results/pseudolabels/553/{volume_id}.nii.gz"
+)
+GT_FACE_VALUE = GT["face_mask"]["value"] or LABEL_SPACE.group_label_map(553)["face"]
+
+
+def gt_folder(volume_id):
+    """A volume's ground-truth folder (inside its batch's directory output)."""
+    return f"results/gt/{BATCH_OF[volume_id]}/{volume_id}"
+
+
+def gt_batch_source(batch):
+    return VOLUMES[BATCHES[batch][0]].source  # batches hold one source each
+
+
+def gt_is_atlas_batch(batch):
+    return gt_batch_source(batch) in GT_ATLAS_SOURCES
+
+
+def gt_needs_batch(batch):
+    """Batches with something to do: a labelled volume, or a source whose CTs get atlas labels."""
+    return gt_is_atlas_batch(batch) or any(VOLUMES[v].has_label for v in BATCHES[batch])
+
+
+def gt_atlas_input(wildcards):
+    if gt_is_atlas_batch(wildcards.batch):
+        return {"atlas_image": GT_ATLAS_IMAGE, "atlas_labels": GT_ATLAS_LABELS}
+    return {}
+
+
+def gt_training_ids(wildcards):
+    training = GROUP_TRAINING[int(wildcards.group)]
+    if training.name != wildcards.name:
+        asked = f"Dataset{wildcards.group}_{wildcards.name}"
+        raise ValueError(
+            f"{training.dataset_name} is group {wildcards.group}'s dataset, not {asked}"
+        )
+    return training_volume_ids(training, VOLUMES)
+
+
+def gt_face_inputs(wildcards):
+    """What the face masks of a batch wait for: group 553's shard reports when they are pseudo-labels."""
+    if "pl_shard_report_of" in globals() and not GT["face_mask"]["pattern"]:
+        return sorted({pl_shard_report_of(553, v) for v in BATCHES[wildcards.batch]})
+    return [GT_FACE_PATTERN.format(volume_id=v) for v in BATCHES[wildcards.batch]]
+
+
+GT_TARGETS = expand(
+    "results/gt/{batch}", batch=[b for b in BATCHES if gt_needs_batch(b)]
+)
+GT_DATASET_TARGETS = [
+    f"{GT_NNUNET_RAW}/{t.dataset_name}/dataset.json"
+    for t in GROUP_TRAINING.values()
+    if training_volume_ids(t, VOLUMES)
+]
+GT_ANONYMIZE_TARGETS = expand(
+    "results/anonymized/{batch}",
+    batch=[
+        b
+        for b in BATCHES
+        if SOURCES.get(gt_batch_source(b))
+        and SOURCES[gt_batch_source(b)].anonymize_face
+    ],
+)

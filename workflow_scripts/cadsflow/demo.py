@@ -125,3 +125,24 @@ def ensure_demo_cohort(out_dir: str | Path, spec_path: str | Path = DEMO_COHORT_
     sheet = build_demo_cohort(out_dir, spec_path)
     stamp.write_text(fingerprint + "\n")
     return sheet
+
+
+ATLAS_SEED = 557  # the atlas subject differs from every cohort subject (cohort seeds start at demo_cohort.yaml's)
+ATLAS_GROUP = 557  # Online Methods 2.1 (4): brain tissue labels come from a registered atlas
+
+
+def write_demo_atlas(image_path: str | Path, labels_path: str | Path, seed: int = ATLAS_SEED) -> None:
+    """The demo's brain atlas: a phantom head (same generator as the cohort, another subject) with group-557
+    tissue labels, so registration to a cohort head can be scored against that head's own phantom truth."""
+    from cadsflow.labels import load_label_space
+
+    grid = make_grid("head", spacing=(1.5, 1.5, 1.5), orientation="RAS")
+    image, masks = make_phantom(grid, seed)
+    labels = np.zeros(grid.shape, dtype=np.uint8)
+    for name, label_id in load_label_space().group_label_map(ATLAS_GROUP).items():
+        if name in masks:
+            labels[masks[name]] = label_id
+    affine = grid.affine.copy()
+    affine[:3, 3] = 0.0  # standardized-grid convention: scale only (Online Methods 1.2)
+    save_nifti(image, affine, image_path)
+    save_nifti(labels, affine, labels_path)

@@ -97,16 +97,16 @@ def _parse_source(path: Path, base: Path, name: str, entry: dict, space: LabelSp
     if status not in ("complete", "todo"):
         raise RegistryError(f"{where}mapping_status must be 'complete' or 'todo', not {status!r}")
     values = {
-        int(v): _parse_value(where, int(v), spec, space) for v, spec in (entry.get("label_values") or {}).items()
+        int(v): parse_label_value(where, int(v), spec, space) for v, spec in (entry.get("label_values") or {}).items()
     }
     if 0 in values:
         raise RegistryError(f"{where}label value 0 is background and cannot be mapped")
     split = entry.get("split") or {}
     fraction = float(split.get("test_fraction", 0.0))
-    if not 0.0 <= fraction < 1.0:
-        raise RegistryError(f"{where}split.test_fraction must be in [0, 1)")
+    if not 0.0 <= fraction <= 1.0:
+        raise RegistryError(f"{where}split.test_fraction must be in [0, 1]")
     known = {"images", "labels", "body_region", "licence", "label_values", "split", "mapping_status",
-             "anonymize_face", "sparse_slices"}
+             "anonymize_face", "sparse_slices"}  # anything else (extra_label_sets, table_a3, ...) stays in extra
     return Source(
         name=name,
         body_region=str(entry.get("body_region", "")),
@@ -122,7 +122,7 @@ def _parse_source(path: Path, base: Path, name: str, entry: dict, space: LabelSp
         extra={k: v for k, v in entry.items() if k not in known},
     )
 
-def _parse_value(where: str, value: int, spec, space: LabelSpace) -> LabelValue:
+def parse_label_value(where: str, value: int, spec, space: LabelSpace) -> LabelValue:
     if isinstance(spec, str):
         kind, targets, note = "structure", (spec,), ""
     elif isinstance(spec, dict) and len(spec) >= 1:

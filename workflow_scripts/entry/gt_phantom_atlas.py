@@ -1,12 +1,7 @@
-"""Snakemake entry: the demo's deterministic phantom head atlas (CT-like image + group-557 labels)."""
+"""Snakemake entry: rule gt_phantom_atlas (the demo's phantom brain atlas; cadsflow.demo)."""
 
-from cadsflow.gt.atlas import write_phantom_atlas
+from cadsflow.demo import write_demo_atlas
 from cadsflow.logs import to_log
 
-with to_log(snakemake.log[0]):  # noqa: F821 (injected by Snakemake)
-    write_phantom_atlas(
-        snakemake.output.image,  # noqa: F821
-        snakemake.output.labels,  # noqa: F821
-        snakemake.params.shape,  # noqa: F821
-        snakemake.params.spacing_mm,  # noqa: F821
-    )
+with to_log(snakemake.log[0]):
+    write_demo_atlas(snakemake.output.image, snakemake.output.labels, snakemake.params.seed)

@@ -28,7 +28,7 @@ import numpy as np
 
 from cadsflow.gt.provenance import ProvenanceRow
 from cadsflow.labels import LabelSpace
-from cadsflow.sources import LabelValue, RegistryError, Source, _parse_value
+from cadsflow.sources import LabelValue, RegistryError, Source, parse_label_value
 
 IGNORE_NAME = "ignore"  # nnU-Net v2: a label named "ignore" with the highest id marks unknown voxels
 MAIN_LABEL_SET = "main"
@@ -72,7 +72,7 @@ def label_sets(source: Source, space: LabelSpace) -> dict[str, LabelSet]:
         if status not in ("complete", "todo"):
             raise RegistryError(f"{where}mapping_status must be 'complete' or 'todo', not {status!r}")
         raw = entry.get("label_values") or {}
-        values = {int(v): _parse_value(where, int(v), spec, space) for v, spec in raw.items()}
+        values = {int(v): parse_label_value(where, int(v), spec, space) for v, spec in raw.items()}
         if 0 in values:
             raise RegistryError(f"{where}label value 0 is background and cannot be mapped")
         sets[str(name)] = LabelSet(str(name), values, status, f"label_{name}.nii.gz")
