@@ -208,3 +208,33 @@ def test_cohort_table_has_one_mean_volume_per_class_of_each_source(tmp_path):
     refs = [(write_nifti(tmp_path / "a.nii.gz", a, affine), "src"), (write_nifti(tmp_path / "b.nii.gz", b, affine), "src")]
     cohort_reference_volumes(refs, tmp_path / "vol.tsv", CONFIG_DIR / "evaluation_alignment.yaml", registry)
     assert load_reference_volumes(tmp_path / "vol.tsv") == pytest.approx({"kidneys": 0.2, "liver": 0.25})
+
+
+def test_group_layered_prediction_scores_overlapping_structures_each_on_its_own_group_map(tmp_path):
+    """heart (group 556) and the heart chambers (553) share voxels: a per-group prediction keeps both exact."""
+    import nibabel as nib
+
+    from cadsflow.labels import load_label_space
+
+    space = load_label_space()
+    shape = (24, 24, 24)
+    heart = np.zeros(shape, bool)
+    heart[6:18, 6:18, 6:18] = True
+    ref = np.zeros(shape, np.uint8)
+    ref[heart] = space.by_name("heart").global_id
+    ref[6:18, 6:12, 6:18] = space.by_name("heart_atrium_left").global_id  # the reference holds one label per voxel
+    ref_path = tmp_path / "ref.nii.gz"
+    nib.save(nib.Nifti1Image(ref, np.eye(4)), str(ref_path))
+    g556 = np.where(heart, space.by_name("heart").label_id, 0).astype(np.uint8)
+    g553 = np.zeros(shape, np.uint8)
+    g553[6:18, 6:12, 6:18] = space.by_name("heart_atrium_left").label_id
+    nib.save(nib.Nifti1Image(g556, np.eye(4)), str(tmp_path / "556_v1.nii.gz"))
+    nib.save(nib.Nifti1Image(g553, np.eye(4)), str(tmp_path / "553_v1.nii.gz"))
+    rows = rows_by_structure(
+        evaluate_volume("v1", "unified", ref_path, {"model": str(tmp_path / "{group}_v1.nii.gz")},
+                        resolve_alignment("unified"), {})
+    )
+    assert rows["heart_atrium_left"]["dice"] == 1.0
+    # the reference's heart label lost its atrium voxels to the atrium; the group-556 map still holds them
+    assert 0.0 < rows["heart"]["dice"] < 1.0 and rows["heart"]["status"] != "absent"
+    assert rows["liver"]["status"] == "absent"  # group 551 has no map: nothing predicted, nothing referenced

@@ -81,18 +81,22 @@ def evaluate_volume(
             log.info("%s: excluded from scoring, reference holds values %s", volume_id, excluded_by)
             rows += [_row(volume_id, source, system, c.name, EXCLUDED_CASE) for c in system_alignment.classes]
             continue
-        prediction, pred_affine = _read_labels(path)
+        layers = _read_prediction(path, space)
         if convert and system in convert:
-            prediction = convert[system](prediction)
-        _check_same_grid(reference_path, reference.shape, affine, path, prediction.shape, pred_affine)
-        ref, pred, grid_spacing = reference, prediction, spacing
-        slices = annotated_slices(reference, alignment)
-        if slices is not None:
-            (ref, pred), grid_spacing = restrict_to_slices(
-                [reference, prediction], slices, alignment.slice_axis, spacing
-            )
-            ref = np.where(ref == alignment.unannotated_value, 0, ref)
-        raw = score_label_maps(ref, pred, grid_spacing, system_alignment.class_spec(space), tolerance_mm)
+            layers = {key: (convert[system](data), aff, where) for key, (data, aff, where) in layers.items()}
+        raw = {}
+        spec = system_alignment.class_spec(space)
+        for key, (prediction, pred_affine, pred_path) in _layered(layers, spec, space).items():
+            _check_same_grid(reference_path, reference.shape, affine, pred_path, prediction.shape, pred_affine)
+            ref, pred, grid_spacing = reference, prediction, spacing
+            slices = annotated_slices(reference, alignment)
+            if slices is not None:
+                (ref, pred), grid_spacing = restrict_to_slices(
+                    [reference, prediction], slices, alignment.slice_axis, spacing
+                )
+                ref = np.where(ref == alignment.unannotated_value, 0, ref)
+            classes = {name: spec[name] for name in key}
+            raw.update(score_label_maps(ref, pred, grid_spacing, classes, tolerance_mm))
         voxel_ml = float(np.prod(grid_spacing)) / 1000.0
         diagonal = bounding_box_diagonal_mm(reference.shape, spacing)
         for c in system_alignment.classes:
@@ -242,6 +246,52 @@ def _class_reference_volume(evaluation_class, table: Mapping[str, float]) -> flo
     if any(v is None or not math.isfinite(v) for v in values):
         return None
     return float(sum(values))
+
+
+GROUP_TOKEN = "{group}"
+
+
+def _read_prediction(path, space: LabelSpace) -> dict:
+    """A prediction as layers: one whole-body label map (key None), or, for a path with '{group}', one map per
+    group file that exists (group label ids converted to global ids). Groups overlap by design (body regions of
+    559 cover organs of 551), so a multi-group prediction is never flattened into one map.
+    """
+    path = str(path)
+    if GROUP_TOKEN not in path:
+        data, affine = _read_labels(path)
+        return {None: (data, affine, path)}
+    layers = {}
+    for group in space.groups:
+        group_path = path.replace(GROUP_TOKEN, str(group))
+        if not Path(group_path).exists():
+            continue
+        data, affine = _read_labels(group_path)
+        lookup = np.zeros(max(int(data.max()), len(space.group(group))) + 1, dtype=np.int32)
+        for structure in space.group(group):
+            lookup[structure.label_id] = structure.global_id
+        layers[group] = (lookup[data], affine, group_path)
+    if not layers:
+        raise EvaluationInputError(f"{path}: no group label map found for any group {space.groups}")
+    return layers
+
+
+def _layered(layers: dict, spec: dict, space: LabelSpace) -> dict:
+    """Which layer scores which classes: a class is scored on the layer of its predicted structures' group; a
+    class whose group has no layer is scored on an empty map (a miss), like a whole-body map without it."""
+    if None in layers:
+        return {tuple(spec): layers[None]}
+    by_global = {s.global_id: s.group for s in space.structures}
+    any_layer = next(iter(layers.values()))
+    assigned: dict = {}
+    for name, (_, predicted) in spec.items():
+        groups = {by_global[g] for g in predicted}
+        group = min(groups)  # classes are built from one group's structures (unions like kidneys, lung lobes)
+        assigned.setdefault(group, []).append(name)
+    out = {}
+    for group, names in assigned.items():
+        data, affine, path = layers.get(group) or (np.zeros_like(any_layer[0]), any_layer[1], any_layer[2])
+        out[tuple(names)] = (data, affine, path)
+    return out
 
 
 def _read_labels(path) -> tuple[np.ndarray, np.ndarray]:
