@@ -5,6 +5,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash workflow_scripts/setup_env.sh
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-  bash tests/cluster/slurm-up.sh || echo "run_tests: local SLURM did not come up; cluster tests will skip" >&2
+  SLURM_CI_ACCOUNTING=dbd bash tests/cluster/slurm-up.sh || echo "run_tests: local SLURM did not come up; cluster tests will skip" >&2
 fi
 exec .venv/bin/python -m pytest "$@"
