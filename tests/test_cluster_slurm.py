@@ -1,19 +1,30 @@
-"""Cluster execution on a real SLURM: the toy DAG in tests/cluster/toy/ goes through sbatch with profiles/slurm-ci.
+"""Cluster execution on a real SLURM: the toy DAG in tests/cluster/toy/ and the real CADS DAG go through sbatch with
+profiles/slurm-ci.
 
-The tests check SLURM's own records of the jobs, that a failing job fails cleanly and a rerun redoes only it and
-its dependents, that a job cancelled with scancel leaves finished outputs alone and is redone, that --forcerun /
+Toy DAG: the tests check SLURM's own records of the jobs, that a failing job fails cleanly and a rerun redoes only it
+and its dependents, that a job cancelled with scancel leaves finished outputs alone and is redone, that --forcerun /
 --until rerun a single stage, that a GPU rule gets a GPU from SLURM while CPU rules do not, and that the production
 profile (profiles/slurm) submits once its site placeholders are replaced.
+
+Real DAG (the repository's Snakefile on the small phantom cohort tests/cluster/small_cohort.yaml, to the quarantine
+table and the gt batches): every job Snakemake planned was one completed SLURM job, outputs are RAS at 1.5 mm, and a
+volume made unreadable after the run is quarantined on rerun while its batch-mate and the other batches keep their
+results.
 
 Needs the local cluster: tests/cluster/slurm-up.sh (root). Without one every test here is skipped.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import shutil
 import sys
+from collections import Counter
 from pathlib import Path
 
+import nibabel as nib
+import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "cluster"))
@@ -29,6 +40,9 @@ from cluster_fixtures import (  # noqa: E402
     start_snakemake,
     wait_for_path,
 )
+from workflow_runner import write_config  # noqa: E402
+
+from cadsflow.demo import build_demo_cohort  # noqa: E402
 
 pytestmark = pytest.mark.cluster
 
@@ -75,7 +89,7 @@ def fingerprint(workdir: Path, outputs: list[str]) -> dict[str, tuple[str, int]]
     return {out: (slurm_job_of(workdir, out), (workdir / out).stat().st_mtime_ns) for out in outputs}
 
 
-@pytest.fixture(scope="module", autouse=True)
+@pytest.fixture(scope="module")
 def cluster_with_a_gpu(slurm_cluster: SlurmCluster) -> None:
     """The toy DAG has a GPU rule: without a GPU in the cluster it would fail at sbatch (no gpu partition)."""
     if slurm_cluster.gpus_on_nodes() == 0:
@@ -83,7 +97,7 @@ def cluster_with_a_gpu(slurm_cluster: SlurmCluster) -> None:
 
 
 @pytest.fixture(scope="module")
-def toy_run(slurm_cluster: SlurmCluster, tmp_path_factory: pytest.TempPathFactory):
+def toy_run(slurm_cluster: SlurmCluster, cluster_with_a_gpu, tmp_path_factory: pytest.TempPathFactory):
     """The toy DAG run once to the end on SLURM; tests that change things work on a copy (`copy_of_toy_run`)."""
     workdir = make_toy_workdir(tmp_path_factory.mktemp("toy-run"))
     run = run_snakemake(workdir)
@@ -236,6 +250,7 @@ def test_forcerun_until_reruns_exactly_one_stage_and_leaves_the_rest(copy_of_toy
 # --- the production profile -------------------------------------------------------------------------------------------
 
 
+@pytest.mark.usefixtures("cluster_with_a_gpu")
 def test_production_profile_submits_once_its_site_placeholders_are_replaced(slurm_cluster, tmp_path):
     workdir = make_toy_workdir(tmp_path)
     site = [  # what a site sets instead of the CHANGE_ME_* values of profiles/slurm
@@ -256,3 +271,170 @@ def test_production_profile_submits_once_its_site_placeholders_are_replaced(slur
     train = slurm_cluster.job(slurm_job_of(workdir, "results/model.txt"))
     assert (train["Partition"], train.get("TresPerJob"), train["Requeue"]) == ("gpu", "gres:gpu:1", "1")
     assert slurm_logs(workdir) == {}  # unlike profiles/slurm-ci, logs of successful jobs are not kept
+
+
+# --- the real CADS DAG ------------------------------------------------------------------------------------------------
+# The repository's Snakefile on tests/cluster/small_cohort.yaml (5 phantom volumes, 4 sources, one batch each), to the
+# quarantine table and the gt batches: standardize, gt_phantom_atlas, gt_batch, quarantine_table. No nnU-Net.
+
+CADS_SNAKEFILE = REPO_ROOT / "Snakefile"
+SMALL_COHORT = Path(__file__).resolve().parent / "cluster" / "small_cohort.yaml"
+CADS_BATCHES = ("demo_totalseg.0000", "demo_oar.0000", "demo_hanseg.0000", "demo_saros.0000")
+CADS_TARGETS = ("results/quarantine/quarantine.tsv", *(f"results/gt/{batch}" for batch in CADS_BATCHES))
+# every SLURM job the first run must make: (rule, wildcards as the plugin names its log folder)
+CADS_JOBS = {
+    ("gt_phantom_atlas", ""),  # demo_hanseg trains group 557 by atlas registration: the phantom atlas is drawn
+    ("quarantine_table", ""),
+    *(("standardize", batch) for batch in CADS_BATCHES),
+    *(("gt_batch", batch) for batch in CADS_BATCHES),
+}
+TRUNCATED = "demo_totalseg_case001"  # its image is cut to a third after the first run
+TRUNCATED_BATCH = "demo_totalseg.0000"
+BATCH_MATE = "demo_totalseg_case000"
+OTHER_BATCHES = [batch for batch in CADS_BATCHES if batch != TRUNCATED_BATCH]
+
+
+def make_cads_workdir(root: Path) -> Path:
+    """A working directory with the small cohort rendered under demo/ and a config that points at it."""
+    workdir = root / "work"
+    workdir.mkdir(parents=True)
+    spec = shutil.copy(SMALL_COHORT, workdir / "cohort.yaml")
+    build_demo_cohort(workdir / "demo", spec)
+    write_config(workdir, demo={"enabled": False, "directory": str(workdir / "demo")})
+    return workdir
+
+
+def run_cads(workdir: Path):
+    """The real DAG to CADS_TARGETS through profiles/slurm-ci."""
+    config = str(workdir / "test_config.yaml")  # --configfile last: it takes several values
+    return run_snakemake(workdir, *CADS_TARGETS, "--configfile", config, snakefile=CADS_SNAKEFILE)
+
+
+def cads_volume_status(workdir: Path) -> dict[str, tuple[str, str]]:
+    """Volume id -> (its batch, its status: ok, quarantined, failed) from results/quarantine/status.tsv."""
+    rows = (workdir / "results" / "quarantine" / "status.tsv").read_text().splitlines()[1:]
+    cells = [row.split("\t") for row in rows]  # volume_id, source, split, status
+    return {volume_id: (f"{source}.0000", status) for volume_id, source, _, status in cells}
+
+
+def file_fingerprints(workdir: Path, folders: list[str]) -> dict[str, tuple[str, int]]:
+    """Every file under the folders -> (content hash, modification time): changes if and only if it was rewritten."""
+    return {
+        str(path.relative_to(workdir)): (hashlib.sha256(path.read_bytes()).hexdigest(), path.stat().st_mtime_ns)
+        for folder in folders
+        for path in sorted((workdir / folder).rglob("*"))
+        if path.is_file()
+    }
+
+
+def voxels_of(folder: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """NIfTI file name -> (voxel array, affine) for every .nii.gz directly in `folder`."""
+    return {p.name: (np.asarray(nib.load(p).dataobj), nib.load(p).affine) for p in sorted(folder.glob("*.nii.gz"))}
+
+
+def assert_all_completed_in(slurm_cluster: SlurmCluster, workdir: Path, job_ids) -> None:
+    records = {job_id: slurm_cluster.finished_job(job_id) for job_id in job_ids}
+    assert {job: (r["JobState"], r["WorkDir"]) for job, r in records.items()} == {
+        job: ("COMPLETED", str(workdir)) for job in job_ids
+    }
+
+
+@pytest.fixture(scope="module")
+def cads_run(slurm_cluster: SlurmCluster, tmp_path_factory: pytest.TempPathFactory):
+    """The real DAG run once on SLURM; its outputs stay as they are until `cads_rerun_after_truncation`."""
+    workdir = make_cads_workdir(tmp_path_factory.mktemp("cads-run"))
+    run = run_cads(workdir)
+    assert run.returncode == 0, run.explain()
+    return workdir, run
+
+
+@pytest.fixture(scope="module")
+def cads_rerun_after_truncation(cads_run):
+    """After the first run: cut one image to a third (newer than every output: its batch is out of date), take a
+    snapshot of what must survive, rerun the same targets."""
+    workdir, _ = cads_run
+    others = [f"results/{stage}/{batch}" for stage in ("standardized", "gt") for batch in OTHER_BATCHES]
+    before = {
+        "others": file_fingerprints(workdir, others),
+        "mate_standardized": voxels_of(workdir / "results" / "standardized" / TRUNCATED_BATCH / BATCH_MATE),
+        "mate_gt": voxels_of(workdir / "results" / "gt" / TRUNCATED_BATCH / BATCH_MATE),
+    }
+    assert before["mate_standardized"] and before["mate_gt"]
+    image = workdir / "demo" / "demo_totalseg" / "images" / "case001.nii.gz"
+    raw = image.read_bytes()
+    image.write_bytes(raw[: len(raw) // 3])
+    rerun = run_cads(workdir)
+    return workdir, before, rerun, others
+
+
+def test_real_dag_every_planned_job_was_one_completed_slurm_job_named_after_its_rule_and_batch(slurm_cluster, cads_run):
+    workdir, run = cads_run
+    jobs = run.submitted_by_rule(workdir)
+    assert sorted(jobs.values()) == sorted(CADS_JOBS)  # one sbatch per rule and batch, none twice
+    assert Counter(rule for rule, _ in jobs.values()) == run.job_stats()  # = what Snakemake planned, job for job
+    assert run.ran_locally() == []  # nothing ran in the local executor
+    assert all(log.is_file() for log in run.submitted_jobs().values())  # the plugin kept each job's log
+    assert_all_completed_in(slurm_cluster, workdir, jobs)
+
+
+def test_real_dag_standardized_volumes_and_gt_maps_are_ras_at_1_5_mm(cads_run):
+    workdir, _ = cads_run
+    status = cads_volume_status(workdir)
+    ok = {volume_id: batch for volume_id, (batch, state) in status.items() if state == "ok"}
+    # all five, or four once the truncation rerun below has quarantined one
+    assert len(status) == 5 and set(ok) >= set(status) - {TRUNCATED}
+    files = []
+    for volume_id, batch in ok.items():
+        standardized = workdir / "results" / "standardized" / batch / volume_id
+        group_maps = sorted((workdir / "results" / "gt" / batch / volume_id).glob("group_*.nii.gz"))
+        assert group_maps, volume_id  # every cohort volume is labelled in some group
+        files += [standardized / "image.nii.gz", standardized / "label.nii.gz", *group_maps]
+    for path in files:  # the sources are stored LPS or RAS at 3 mm
+        img = nib.load(path)
+        geometry = (nib.aff2axcodes(img.affine), tuple(float(z) for z in img.header.get_zooms()[:3]))
+        assert geometry == (("R", "A", "S"), (1.5, 1.5, 1.5)), path
+
+
+def test_truncated_volume_reruns_only_its_batch_and_the_quarantine_table_each_as_a_slurm_job(
+    slurm_cluster, cads_rerun_after_truncation
+):
+    workdir, _, rerun, _ = cads_rerun_after_truncation
+    assert rerun.returncode == 0, rerun.explain()  # a bad volume is quarantined, not a failed job
+    jobs = rerun.submitted_by_rule(workdir)
+    redone = {("standardize", TRUNCATED_BATCH), ("gt_batch", TRUNCATED_BATCH), ("quarantine_table", "")}
+    assert sorted(jobs.values()) == sorted(redone)
+    assert Counter(rule for rule, _ in jobs.values()) == rerun.job_stats()
+    assert rerun.ran_locally() == []
+    assert_all_completed_in(slurm_cluster, workdir, jobs)
+
+
+def test_truncated_volume_becomes_the_only_quarantine_line_and_gets_no_ground_truth(cads_rerun_after_truncation):
+    workdir, _, rerun, _ = cads_rerun_after_truncation
+    assert rerun.returncode == 0, rerun.explain()
+    lines = (workdir / "results" / "quarantine" / "quarantine.tsv").read_text().splitlines()
+    assert lines[0] == "volume_id\tfile\treason"
+    [(volume_id, file, reason)] = [tuple(line.split("\t")) for line in lines[1:]]
+    assert (volume_id, Path(file).name, "unreadable" in reason) == (TRUNCATED, "case001.nii.gz", True), reason
+    assert cads_volume_status(workdir)[TRUNCATED] == (TRUNCATED_BATCH, "quarantined")
+    gt = workdir / "results" / "gt" / TRUNCATED_BATCH / TRUNCATED
+    assert sorted(p.name for p in gt.iterdir()) == ["record.json"]  # no group maps, only a record saying why
+    record = json.loads((gt / "record.json").read_text())
+    assert (record["status"], "quarantined" in record["reason"]) == ("skipped", True), record
+    assert not (workdir / "results" / "standardized" / TRUNCATED_BATCH / TRUNCATED / "image.nii.gz").exists()
+
+
+def test_truncated_volumes_batch_mate_keeps_identical_results_and_other_batches_are_not_rewritten(
+    cads_rerun_after_truncation,
+):
+    workdir, before, rerun, others = cads_rerun_after_truncation
+    assert rerun.returncode == 0, rerun.explain()
+    assert cads_volume_status(workdir)[BATCH_MATE] == (TRUNCATED_BATCH, "ok")
+    # its batch's folders were written again (one job per batch), with the same voxels and affines
+    after_std = voxels_of(workdir / "results" / "standardized" / TRUNCATED_BATCH / BATCH_MATE)
+    after_gt = voxels_of(workdir / "results" / "gt" / TRUNCATED_BATCH / BATCH_MATE)
+    for after, was in ((after_std, before["mate_standardized"]), (after_gt, before["mate_gt"])):
+        assert sorted(after) == sorted(was)
+        for name, (data, affine) in was.items():
+            assert np.array_equal(after[name][0], data) and np.array_equal(after[name][1], affine), name
+    # the other batches: not a file rewritten
+    assert file_fingerprints(workdir, others) == before["others"]

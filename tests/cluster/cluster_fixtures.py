@@ -1,7 +1,7 @@
 """Fixtures and helpers for tests that run Snakemake on the local SLURM cluster (tests/cluster/slurm-up.sh).
 
 Every helper takes the working directory, and optionally the Snakefile and the profile, as parameters: the toy DAG
-in tests/cluster/toy/ uses them today, the real CADS DAG can use them unchanged later.
+in tests/cluster/toy/ and the real CADS DAG (Snakefile of the repository, on tests/cluster/small_cohort.yaml) use them.
 
 What counts as proof that work went through SLURM, here:
   - SLURM's job-completion record (jobcomp/filetxt, JobCompLoc in `scontrol show config`): one line per finished
@@ -158,6 +158,24 @@ class SnakemakeRun:
     def submitted_jobs(self) -> dict[str, Path]:
         """SLURM job id -> the plugin's log file, for every sbatch submission of this run."""
         return {job_id: Path(log) for job_id, log in _SUBMITTED.findall(self.output)}
+
+    def submitted_by_rule(self, workdir: Path, logdir: str = SLURM_LOGDIR) -> dict[str, tuple[str, str]]:
+        """SLURM job id -> (rule, wildcards) for every sbatch submission of this run, read from where the plugin put
+        the job's log: <logdir>/rule_<rule>/<wildcards>/<id>.log (wildcards '' for a rule without any). A group job
+        (<logdir>/group_<name>/...) gives ('group_<name>', ...)."""
+        jobs = {}
+        for job_id, log in self.submitted_jobs().items():
+            top, *wildcards, _ = log.relative_to(workdir / logdir).parts
+            jobs[job_id] = (top.removeprefix("rule_"), "/".join(wildcards))
+        return jobs
+
+    def ran_locally(self) -> list[str]:
+        """Rules Snakemake ran itself instead of submitting them (its 'localrule <name>:' lines)."""
+        return re.findall(r"^localrule (\w+):", self.output, re.M)
+
+    def job_stats(self) -> dict[str, int]:
+        """Rule -> jobs this run planned, from the `Job stats` table Snakemake prints before it starts."""
+        return parse_job_stats(self.output)
 
     def explain(self) -> str:
         """The command and the end of its output, for assertion messages."""
