@@ -250,3 +250,13 @@ def test_real_ct_in_a_user_sheet_standardizes_to_ras_1p5mm_and_its_labels_round_
     assert restored.shape == original.shape
     np.testing.assert_allclose(affine, original.affine)
     np.testing.assert_array_equal(restored, np.asarray(original.dataobj))  # 3 mm -> 1.5 mm is an exact 2x
+
+
+def test_written_files_follow_the_umask_not_mkstemp_private_mode(tmp_path):
+    import os
+
+    img = write_nifti(tmp_path / "ct.nii.gz", ct_array())
+    out, _ = _standardize(tmp_path, img)
+    mask = os.umask(0o022)
+    os.umask(mask)
+    assert (out / "image.nii.gz").stat().st_mode & 0o777 == 0o666 & ~mask

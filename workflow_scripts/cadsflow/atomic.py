@@ -22,6 +22,7 @@ def atomic_path(final: str | Path, suffix: str | None = None):
     os.close(fd)
     try:
         yield Path(tmp)
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; results are shared with the project group
         os.replace(tmp, final)
     finally:
         with contextlib.suppress(FileNotFoundError):
@@ -47,4 +48,10 @@ def atomic_dir(final: str | Path):
     if final.exists():
         shutil.rmtree(final)
     os.replace(tmp, final)
-    os.chmod(final, 0o755)
+    os.chmod(final, 0o777 & ~_umask())
+
+
+def _umask() -> int:
+    mask = os.umask(0)  # the only way to read it; set it straight back
+    os.umask(mask)
+    return mask
