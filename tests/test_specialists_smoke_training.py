@@ -13,8 +13,9 @@ import pytest
 
 from helpers import REPO, spacing_affine, write_nifti
 
-from cadsflow.pseudolabel.infer import FAILED, OK, read_report
-from cadsflow.specialists.nnunet import NnunetDirs, nnunet_env
+from cadsflow.pseudolabel.infer import FAILED, OK, SKIPPED_NO_BRAIN, load_predictor, read_report
+from cadsflow.pseudolabel.postprocess import BRAIN_MIN_VOXELS, brain_label_id, keep_largest_components, load_cleanup_rules
+from cadsflow.specialists.nnunet import TRAINERS_DIR, NnunetDirs, nnunet_env
 from cadsflow.specialists.presets import load_preset
 from cadsflow.specialists.train import plan_specialist, read_marker, train_specialist
 
@@ -61,9 +62,9 @@ def write_standardized(root, volume_id, seed=None, corrupt=False):
     return folder
 
 
-def pseudolabel(dirs, marker, volumes, out_dir, report, log, *options):
+def pseudolabel(dirs, marker, volumes, out_dir, report, log, *options, group=GROUP):
     """The shard job as the pseudolabel_shard rule runs it: the CLI in its own process, nnU-Net folders in env."""
-    cmd = [sys.executable, "-m", "cadsflow.pseudolabel", "--group", str(GROUP), "--model", str(marker),
+    cmd = [sys.executable, "-m", "cadsflow.pseudolabel", "--group", str(group), "--model", str(marker),
            "--volumes", *map(str, volumes), "--out-dir", str(out_dir), "--report", str(report),
            "--threads", "2", "--log", str(log), *options]
     env = nnunet_env(dirs)
@@ -142,3 +143,40 @@ def test_a_failed_volume_fails_the_job_when_asked_to_after_its_shard_mates_are_w
     assert result.returncode == 1
     assert (out_dir / "good.nii.gz").is_file()
     assert "volume bad failed" in (root / "strict.log").read_text()
+
+
+def test_pseudolabel_equals_nnunets_own_prediction_of_the_same_file(trained, monkeypatch):
+    """Our in-memory path (nibabel arrays in SimpleITK axis order) gives what nnU-Net's file-based path gives."""
+    root, dirs, marker, record = trained
+    volume = write_standardized(root / "same", "vol_same", seed=21)
+    out_dir = root / "same_out"
+    assert pseudolabel(dirs, marker, [volume], out_dir, out_dir / "shard_0.tsv", root / "same.log").returncode == 0
+    ours = np.asanyarray(nib.load(out_dir / "vol_same.nii.gz").dataobj)
+
+    monkeypatch.setenv("nnUNet_extTrainer", str(TRAINERS_DIR))  # nnU-Net looks the trainer up by name
+    predictor = load_predictor(record["model_dir"], "all", "cpu")
+    (root / "reference").mkdir()
+    predictor.predict_from_files_sequential([[str(volume / "image.nii.gz")]], [str(root / "reference" / "vol_same")],
+                                            save_probabilities=False, overwrite=True)
+    reference = np.asanyarray(nib.load(root / "reference" / "vol_same.nii.gz").dataobj)
+    assert reference.any()
+    assert np.array_equal(ours, keep_largest_components(reference, load_cleanup_rules(GROUP)))
+
+
+def test_head_group_shard_predicts_where_the_brain_passes_and_empties_where_it_does_not(trained):
+    """The 551 model stands in for a head specialist: only the gating and wiring are under test here."""
+    root, dirs, marker, _ = trained
+    volumes = [write_standardized(root / "head", "with_brain", seed=31),
+               write_standardized(root / "head", "without_brain", seed=32)]
+    for volume_id, n_brain in (("with_brain", BRAIN_MIN_VOXELS), ("without_brain", BRAIN_MIN_VOXELS - 1)):
+        brain = np.zeros(SHAPE, dtype=np.uint8)
+        brain.reshape(-1)[:n_brain] = brain_label_id()
+        write_nifti(root / "head" / "553" / f"{volume_id}.nii.gz", brain, AFFINE)
+    out_dir = root / "head" / "558"
+    result = pseudolabel(dirs, marker, volumes, out_dir, out_dir / "shard_0.tsv", root / "head.log",
+                         "--brain-dir", str(root / "head" / "553"), group=558)
+    assert result.returncode == 0, result.stderr
+    assert [o.status for o in read_report(out_dir / "shard_0.tsv")] == [OK, SKIPPED_NO_BRAIN]
+    assert np.asanyarray(nib.load(out_dir / "with_brain.nii.gz").dataobj).any()  # the box covers this small volume
+    assert not np.asanyarray(nib.load(out_dir / "without_brain.nii.gz").dataobj).any()
+    assert (root / "head.log").read_text().count(MODEL_LOAD_LINE) == 1

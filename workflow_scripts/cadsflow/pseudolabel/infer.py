@@ -14,6 +14,7 @@ from __future__ import annotations
 import csv
 import json
 import logging
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -91,7 +92,9 @@ def predict_shard(model_dir: str | Path, fold: str, volume_dirs, out_dir: str | 
             if predictor is None:
                 predictor = load_predictor(model_dir, fold, device, checkpoint_name)
                 report.model_loads += 1
+            started = time.monotonic()
             _predict_volume(predictor, job, group, cleanup)
+            log.info("volume %s: group %s predicted in %.1f s", volume_id, group, time.monotonic() - started)
             report.predicted += 1
             report.outcomes.append(VolumeOutcome(volume_id, OK, "predicted"))
         except ModelLoadError:
