@@ -3,6 +3,7 @@
 # shard (its brain gates and centres them). Label maps: results/pseudolabels/{group}/{volume_id}.nii.gz, one per
 # volume that is not quarantined; the shard report (volume_id, status, reason) says which exist and why.
 
+from cadsflow.labels import GROUP_IDS
 from cadsflow.pseudolabel.postprocess import BRAIN_GROUP, is_head_group
 from cadsflow.pseudolabel.shards import Shards
 from cadsflow.specialists.nnunet import TRAINERS_DIR
@@ -22,7 +23,9 @@ def pl_shard_members(k):
 
 def pl_shard_batches(wc):
     """The standardize batches (directory outputs) that hold the shard's volumes."""
-    return sorted({f"results/standardized/{BATCH_OF[v]}" for v in pl_shard_members(wc.shard)})
+    return sorted(
+        {f"results/standardized/{BATCH_OF[v]}" for v in pl_shard_members(wc.shard)}
+    )
 
 
 def pl_shard_report(group, k):

@@ -4,7 +4,6 @@
 
 import shlex
 
-from cadsflow.labels import GROUP_IDS
 from cadsflow.specialists.presets import load_preset
 
 SP_PRESET = load_preset(config["preset"], config["specialists"]["presets"])
@@ -56,22 +55,22 @@ rule plan_specialist:
         dataset_json=lambda wc: f"{sp_raw_dataset(wc.group)}/dataset.json",
     output:
         planned=f"{SP_PREPROCESSED}/{{group}}.planned",
-    params:
-        dataset=lambda wc: sp_raw_dataset(wc.group),
-        args=SP_ARGS,
-        settings=repr(SP_PRESET),  # a changed preset replans (Snakemake's params rerun trigger)
     log:
         "logs/specialists/plan_{group}.log",
     benchmark:
         "benchmarks/specialists/plan_{group}.tsv"
     wildcard_constraints:
         group=r"55[1-9]",
+    conda:
+        "../envs/cads.yaml"
     threads: SP_PRESET.num_processes
     resources:
         mem_mb=lambda wc, attempt: SP_PRESET.mem_mb * attempt,
         runtime=lambda wc, attempt: SP_PRESET.plan_runtime_min * attempt,
-    conda:
-        "../envs/cads.yaml"
+    params:
+        dataset=lambda wc: sp_raw_dataset(wc.group),
+        args=SP_ARGS,
+        settings=repr(SP_PRESET),  # a changed preset replans (Snakemake's params rerun trigger)
     shell:
         "python -m cadsflow.specialists plan --group {wildcards.group} --dataset {params.dataset:q} {params.args}"
         " --marker {output.planned:q} --log {log:q} 2>> {log:q}"
@@ -83,20 +82,20 @@ rule train_specialist:
         planned=f"{SP_PREPROCESSED}/{{group}}.planned",
     output:
         marker=f"{SP_MODELS}/{{group}}.done",
-    params:
-        args=SP_ARGS,
-        settings=repr(SP_PRESET),  # a changed preset retrains
     log:
         "logs/specialists/train_{group}.log",
     benchmark:
         "benchmarks/specialists/train_{group}.tsv"
     wildcard_constraints:
         group=r"55[1-9]",
+    conda:
+        "../envs/cads.yaml"
     threads: SP_PRESET.threads
     resources:
         **sp_job_resources(SP_PRESET.train_runtime_min),
-    conda:
-        "../envs/cads.yaml"
+    params:
+        args=SP_ARGS,
+        settings=repr(SP_PRESET),  # a changed preset retrains
     shell:
         "python -m cadsflow.specialists train --group {wildcards.group} --planned {input.planned:q} {params.args}"
         " --marker {output.marker:q} --log {log:q} 2>> {log:q}"
