@@ -19,6 +19,8 @@ validate(config, "config/schema.yaml")
 include: "rules/common.smk"
 include: "rules/standardize.smk"
 include: "rules/gt.smk"
+include: "rules/specialists.smk"
+include: "rules/pseudolabel.smk"
 include: "rules/evaluate.smk"
 
 
@@ -28,3 +30,6 @@ rule all:
         "results/quarantine/quarantine.tsv",
         GT_TARGETS,
         GT_DATASET_TARGETS,
+        GT_ANONYMIZE_TARGETS,
+        "results/pseudolabels/status.tsv",
+        EV_REPORT_FILES.values(),

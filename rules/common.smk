@@ -166,7 +166,19 @@ def ev_source(volume_id):
 
 
 def ev_prediction(volume_id):
-    return f"{EV['prediction_dir']}/{volume_id}.nii.gz"
+    """The prediction path of a volume; a '{group}' left in it means one label map per group."""
+    return EV["prediction"].replace("{volume_id}", volume_id)
+
+
+def ev_prediction_inputs(volume_ids):
+    """What the predictions come from: the factory's pseudo-label shards, or existing files of another system."""
+    if EV["prediction"].startswith("results/pseudolabels/"):
+        return sorted({pl_shard_report_of(g, v) for g in SP_GROUPS for v in volume_ids})
+    if "{group}" in EV["prediction"]:
+        return (
+            []
+        )  # per-group files of an outside system: each group map is read if it exists
+    return [ev_prediction(v) for v in volume_ids]
 
 
 def ev_baseline(volume_id):
@@ -206,6 +218,111 @@ def ev_reference_volumes():
     if choice == "cohort":
         return EV_COHORT_VOLUMES
     return str(project_path(EV_PAPER_VOLUMES if choice == "paper" else choice))
+
+
+# --- specialists (rules/specialists.smk) -------------------------------------------------------------------
+
+import shlex
+
+from cadsflow.specialists.presets import load_preset
+
+SP_PRESET = load_preset(config["preset"], config["specialists"]["presets"])
+SP_RAW = config["specialists"]["nnunet_raw"]
+SP_PREPROCESSED = config["specialists"]["nnunet_preprocessed"]
+SP_MODELS = config["specialists"]["models"]  # nnUNet_results
+SP_ARGS = " ".join(  # the preset and nnU-Net's folders, as every step's command line names them
+    f"--{name} {shlex.quote(str(value))}"
+    for name, value in [
+        ("preset", SP_PRESET.name),
+        ("presets-file", config["specialists"]["presets"]),
+        ("nnunet-raw", SP_RAW),
+        ("nnunet-preprocessed", SP_PREPROCESSED),
+        ("nnunet-results", SP_MODELS),
+    ]
+)
+
+
+def sp_model_marker(group):
+    """The marker a trained specialist leaves: JSON naming its model folder and fold."""
+    return f"{SP_MODELS}/{group}.done"
+
+
+def sp_raw_dataset(group):
+    """The group's nnU-Net raw dataset folder, as the gt stage names and exports it (GROUP_TRAINING, rules/gt.smk)."""
+    return f"{SP_RAW}/{GROUP_TRAINING[int(group)].dataset_name}"
+
+
+def sp_job_resources(runtime_min):
+    """Scheduler resources of a preset's job (grow with each retry); GPU keys only when the preset asks for a GPU.
+
+    CPUs come from the rule's threads. A site that must name the GPU model sets gpu_model in the preset or with
+    the profile's set-resources.
+    """
+    resources = {
+        "mem_mb": lambda wc, attempt: SP_PRESET.mem_mb * attempt,
+        "runtime": lambda wc, attempt: runtime_min * attempt,
+    }
+    if SP_PRESET.gpus:
+        resources["gpu"] = SP_PRESET.gpus
+        if SP_PRESET.gpu_model:
+            resources["gpu_model"] = SP_PRESET.gpu_model
+    return resources
+
+
+# --- pseudolabel (rules/pseudolabel.smk) ---------------------------------------------------------------------
+
+from cadsflow.labels import GROUP_IDS
+from cadsflow.pseudolabel.postprocess import BRAIN_GROUP, is_head_group
+from cadsflow.pseudolabel.shards import Shards
+from cadsflow.specialists.nnunet import TRAINERS_DIR
+
+PL_SHARDS = Shards(VOLUMES, config["pseudolabel"]["shard_size"] or SP_PRESET.shard_size)
+PL_DEVICE = config["pseudolabel"]["device"] or SP_PRESET.device
+
+
+def pl_shards():
+    """Shard indices of the sheet: shard k holds the k-th chunk of the sorted volume ids."""
+    return PL_SHARDS.indices()
+
+
+def pl_shard_members(k):
+    return PL_SHARDS.members(int(k))
+
+
+def pl_shard_batches(wc):
+    """The standardize batches (directory outputs) that hold the shard's volumes."""
+    return sorted(
+        {f"results/standardized/{BATCH_OF[v]}" for v in pl_shard_members(wc.shard)}
+    )
+
+
+def pl_shard_report(group, k):
+    return f"results/pseudolabels/{group}/shard_{k}.tsv"
+
+
+def pl_shard_report_of(group, volume_id):
+    """The report a downstream per-volume rule waits for before it reads the volume's label map."""
+    return pl_shard_report(group, PL_SHARDS.of(volume_id))
+
+
+def pl_label_map(group, volume_id):
+    """A volume's label map for one group (exists unless its shard report says quarantined or failed)."""
+    return f"results/pseudolabels/{group}/{volume_id}.nii.gz"
+
+
+def pl_brain_shard(wc):
+    """Head groups depend on group 553's shard of the same volumes: the DAG edge 553 -> 557/558."""
+    return (
+        [pl_shard_report(BRAIN_GROUP, wc.shard)] if is_head_group(int(wc.group)) else []
+    )
+
+
+def pl_brain_args(wc):
+    return (
+        f"--brain-dir results/pseudolabels/{BRAIN_GROUP}"
+        if is_head_group(int(wc.group))
+        else ""
+    )
 
 
 # --- gt (rules/gt.smk) ---------------------------------------------------------------------------------
@@ -286,6 +403,10 @@ GT_DATASET_TARGETS = [
     f"{GT_NNUNET_RAW}/{t.dataset_name}/dataset.json"
     for t in GROUP_TRAINING.values()
     if training_volume_ids(t, VOLUMES)
+]
+# Groups whose specialist has training data: only they get a model and pseudo-labels
+SP_GROUPS = [
+    g for g, t in sorted(GROUP_TRAINING.items()) if training_volume_ids(t, VOLUMES)
 ]
 GT_ANONYMIZE_TARGETS = expand(
     "results/anonymized/{batch}",

@@ -5,9 +5,10 @@
 #
 # Two ways to name what is scored (config evaluation.*):
 # - reference_dir "" (default): the sheet's test split; references are the standardized label maps, predictions
-#   {prediction_dir}/{volume_id}.nii.gz on the same grid, each volume aligned by its sheet source;
+#   evaluation.prediction (a path with {volume_id} and optionally {group}) on the same grid, each volume aligned
+#   by its sheet source;
 # - reference_dir a folder: every {volume_id}.nii.gz in it (one listing at parse time, the only file-system scan
-#   of this stage), scored against {prediction_dir}/{volume_id}.nii.gz with the alignment of reference_source.
+#   of this stage), scored against evaluation.prediction with the alignment of reference_source.
 # Volumes are scored in batches (the standardize batches' test members, or chunks of the folder's volumes of
 # batching.volumes_per_batch): one job per batch, one score table per batch, rows per volume and structure.
 # Needs from common.smk: config, VOLUMES, BATCHES, BATCH_OF, volume, volumes_in_split, standardized, project_path.
@@ -45,7 +46,7 @@ rule evaluate_batch:
     """Score each test volume of a batch (model, and baseline if configured) against its reference."""
     input:
         references=lambda wc: ev_reference_inputs(EV_BATCHES[wc.batch]),
-        predictions=lambda wc: [ev_prediction(v) for v in EV_BATCHES[wc.batch]],
+        predictions=lambda wc: ev_prediction_inputs(EV_BATCHES[wc.batch]),
         baselines=lambda wc: [
             ev_baseline(v) for v in EV_BATCHES[wc.batch] if ev_baseline(v)
         ],

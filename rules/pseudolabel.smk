@@ -2,59 +2,7 @@
 # a job loads its group's model once and predicts its shard. Head groups (557, 558) wait for group 553's
 # shard (its brain gates and centres them). Label maps: results/pseudolabels/{group}/{volume_id}.nii.gz, one per
 # volume that is not quarantined; the shard report (volume_id, status, reason) says which exist and why.
-
-from cadsflow.labels import GROUP_IDS
-from cadsflow.pseudolabel.postprocess import BRAIN_GROUP, is_head_group
-from cadsflow.pseudolabel.shards import Shards
-from cadsflow.specialists.nnunet import TRAINERS_DIR
-
-PL_SHARDS = Shards(VOLUMES, config["pseudolabel"]["shard_size"] or SP_PRESET.shard_size)
-PL_DEVICE = config["pseudolabel"]["device"] or SP_PRESET.device
-
-
-def pl_shards():
-    """Shard indices of the sheet: shard k holds the k-th chunk of the sorted volume ids."""
-    return PL_SHARDS.indices()
-
-
-def pl_shard_members(k):
-    return PL_SHARDS.members(int(k))
-
-
-def pl_shard_batches(wc):
-    """The standardize batches (directory outputs) that hold the shard's volumes."""
-    return sorted(
-        {f"results/standardized/{BATCH_OF[v]}" for v in pl_shard_members(wc.shard)}
-    )
-
-
-def pl_shard_report(group, k):
-    return f"results/pseudolabels/{group}/shard_{k}.tsv"
-
-
-def pl_shard_report_of(group, volume_id):
-    """The report a downstream per-volume rule waits for before it reads the volume's label map."""
-    return pl_shard_report(group, PL_SHARDS.of(volume_id))
-
-
-def pl_label_map(group, volume_id):
-    """A volume's label map for one group (exists unless its shard report says quarantined or failed)."""
-    return f"results/pseudolabels/{group}/{volume_id}.nii.gz"
-
-
-def pl_brain_shard(wc):
-    """Head groups depend on group 553's shard of the same volumes: the DAG edge 553 -> 557/558."""
-    return (
-        [pl_shard_report(BRAIN_GROUP, wc.shard)] if is_head_group(int(wc.group)) else []
-    )
-
-
-def pl_brain_args(wc):
-    return (
-        f"--brain-dir results/pseudolabels/{BRAIN_GROUP}"
-        if is_head_group(int(wc.group))
-        else ""
-    )
+# Its lookups live in rules/common.smk.
 
 
 rule pseudolabel_shard:
@@ -103,7 +51,7 @@ rule pseudolabel_status:
     input:
         reports=expand(
             "results/pseudolabels/{group}/shard_{shard}.tsv",
-            group=GROUP_IDS,
+            group=SP_GROUPS,
             shard=pl_shards(),
         ),
     output:

@@ -1,52 +1,7 @@
 # Stage: specialists (Online Methods 2.1, 6.1). One nnU-Net v2 3d_fullres model per group, mirroring off.
 # The preset (config/presets.yaml, chosen by config["preset"]) sets trainer, plans, schedule, device and resources;
 # the DAG is the same for every preset. nnU-Net's folders come from config["specialists"], per job.
-
-import shlex
-
-from cadsflow.specialists.presets import load_preset
-
-SP_PRESET = load_preset(config["preset"], config["specialists"]["presets"])
-SP_RAW = config["specialists"]["nnunet_raw"]
-SP_PREPROCESSED = config["specialists"]["nnunet_preprocessed"]
-SP_MODELS = config["specialists"]["models"]  # nnUNet_results
-SP_ARGS = " ".join(  # the preset and nnU-Net's folders, as every step's command line names them
-    f"--{name} {shlex.quote(str(value))}"
-    for name, value in [
-        ("preset", SP_PRESET.name),
-        ("presets-file", config["specialists"]["presets"]),
-        ("nnunet-raw", SP_RAW),
-        ("nnunet-preprocessed", SP_PREPROCESSED),
-        ("nnunet-results", SP_MODELS),
-    ]
-)
-
-
-def sp_model_marker(group):
-    """The marker a trained specialist leaves: JSON naming its model folder and fold."""
-    return f"{SP_MODELS}/{group}.done"
-
-
-def sp_raw_dataset(group):
-    """The group's nnU-Net raw dataset folder, as the gt stage names and exports it (GROUP_TRAINING, rules/gt.smk)."""
-    return f"{SP_RAW}/{GROUP_TRAINING[int(group)].dataset_name}"
-
-
-def sp_job_resources(runtime_min):
-    """Scheduler resources of a preset's job (grow with each retry); GPU keys only when the preset asks for a GPU.
-
-    CPUs come from the rule's threads. A site that must name the GPU model sets gpu_model in the preset or with
-    the profile's set-resources.
-    """
-    resources = {
-        "mem_mb": lambda wc, attempt: SP_PRESET.mem_mb * attempt,
-        "runtime": lambda wc, attempt: runtime_min * attempt,
-    }
-    if SP_PRESET.gpus:
-        resources["gpu"] = SP_PRESET.gpus
-        if SP_PRESET.gpu_model:
-            resources["gpu_model"] = SP_PRESET.gpu_model
-    return resources
+# Its lookups live in rules/common.smk.
 
 
 rule plan_specialist:
