@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -31,7 +32,9 @@ def snakemake(workdir: Path, *args: str, config: Path | None = None, timeout: in
     cmd += list(args)
     if config is not None:  # last: --configfile takes several values and would swallow targets after it
         cmd += ["--configfile", str(config)]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    # Shell rules run `python -m cadsflow...`: this interpreter's environment must come first on PATH.
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
     if check and proc.returncode != 0:
         raise AssertionError(f"snakemake {' '.join(args)} failed ({proc.returncode}):\n{proc.stderr[-6000:]}")
     return proc
