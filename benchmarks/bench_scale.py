@@ -51,12 +51,24 @@ rule evaluate:
 '''
 
 
+REGISTRY = REPO / "config" / "sources" / "cads_collection.yaml"
+
+
+def source_names() -> list[str]:
+    """The 40 sources of Table 1 (config/sources/cads_collection.yaml), so the paper preset's training table holds."""
+    import yaml
+
+    names = list(yaml.safe_load(REGISTRY.read_text())["sources"])
+    return (names * (N_SOURCES // len(names) + 1))[:N_SOURCES]
+
+
 def write_sheet(path: Path, n: int) -> None:
     lines = ["volume_id\tsource\timage\tlabel\tsplit"]
+    names = source_names()
     for i in range(n):
-        source = f"src{i % N_SOURCES:02d}"
-        labelled = i % 5 == 0  # ~21% of the collection carries labels (Online Methods 2.1)
-        split = "test" if i % 50 == 0 else ("train_gt" if labelled else "train_unlabelled")
+        source = names[i % N_SOURCES]
+        labelled = (i // N_SOURCES) % 5 == 0  # ~21% of the collection carries labels (Online Methods 2.1)
+        split = "test" if (i // N_SOURCES) % 50 == 0 else ("train_gt" if labelled else "train_unlabelled")
         label = f"/data/{source}/labels/{i}.nii.gz" if labelled else ""
         lines.append(f"{source}_case{i:05d}\t{source}\t/data/{source}/images/{i}.nii.gz\t{label}\t{split}")
     path.write_text("\n".join(lines) + "\n")
@@ -117,7 +129,10 @@ def main():
         sheet = tmp / "volumes.tsv"
         write_sheet(sheet, args.volumes)
         cfg = tmp / "scale.yaml"
-        cfg.write_text(f"sheet: {sheet}\nregistry: ''\ndemo: {{enabled: false, directory: {tmp / 'demo'}}}\n")
+        cfg.write_text(
+            f"sheet: {sheet}\nregistry: {REGISTRY}\npreset: paper\n"
+            f"demo: {{enabled: false, directory: {tmp / 'demo'}}}\n"
+        )
         cmd = [SNAKEMAKE, "-s", str(REPO / "Snakefile"), "--directory", str(tmp), "-n", "--quiet", "rules",
                "--configfile", str(cfg)]
         seconds, peak, counts = dry_run(cmd)

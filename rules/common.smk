@@ -226,7 +226,9 @@ import shlex
 
 from cadsflow.specialists.presets import load_preset
 
-SP_PRESET = load_preset(config["preset"], config["specialists"]["presets"])
+SP_PRESET = load_preset(
+    config["preset"], project_path(config["specialists"]["presets"])
+)
 SP_RAW = config["specialists"]["nnunet_raw"]
 SP_PREPROCESSED = config["specialists"]["nnunet_preprocessed"]
 SP_MODELS = config["specialists"]["models"]  # nnUNet_results
@@ -234,7 +236,7 @@ SP_ARGS = " ".join(  # the preset and nnU-Net's folders, as every step's command
     f"--{name} {shlex.quote(str(value))}"
     for name, value in [
         ("preset", SP_PRESET.name),
-        ("presets-file", config["specialists"]["presets"]),
+        ("presets-file", project_path(config["specialists"]["presets"])),
         ("nnunet-raw", SP_RAW),
         ("nnunet-preprocessed", SP_PREPROCESSED),
         ("nnunet-results", SP_MODELS),

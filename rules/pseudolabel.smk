@@ -32,7 +32,7 @@ rule pseudolabel_shard:
         out_dir="results/pseudolabels/{group}",
         brain=pl_brain_args,
         trainers=str(TRAINERS_DIR),
-        postprocessing=config["pseudolabel"]["postprocessing"],
+        postprocessing=str(project_path(config["pseudolabel"]["postprocessing"])),
         device=PL_DEVICE,
         strict=(
             "--fail-on-volume-error"
