@@ -331,6 +331,7 @@ def pl_brain_args(wc):
 
 from cadsflow.gt.nnunet_dataset import CandidateVolume
 from cadsflow.gt.training import (
+    TrainingConfigError,
     atlas_sources,
     check_known_sources,
     load_group_training,
@@ -342,11 +343,16 @@ GROUP_TRAINING = load_group_training(
     project_path(GT["group_training"]), GT["training_preset"] or config["preset"]
 )
 GT_ATLAS_SOURCES = atlas_sources(GROUP_TRAINING)
-check_known_sources(
-    GROUP_TRAINING,
-    set(SOURCES) | {v.source for v in VOLUMES.values()},
-    f"group training preset {GT['training_preset'] or config['preset']!r}: ",
-)
+try:
+    check_known_sources(
+        GROUP_TRAINING,
+        set(SOURCES) | {v.source for v in VOLUMES.values()},
+        f"group training preset {GT['training_preset'] or config['preset']!r}: ",
+    )
+except TrainingConfigError as exc:
+    # A sheet without a group's training sources (a user's own cohort, a subset) still standardizes, prepares GT
+    # and evaluates; that group just gets no dataset, model or pseudo-labels. Say so loudly, do not stop.
+    logger.warning(f"{exc}; groups without training volumes get no specialist")
 GT_NNUNET_RAW = config["specialists"]["nnunet_raw"]
 GT_ATLAS_IMAGE = GT["atlas"]["image"] or "results/atlas/phantom_image.nii.gz"
 GT_ATLAS_LABELS = GT["atlas"]["labels"] or "results/atlas/phantom_labels.nii.gz"
