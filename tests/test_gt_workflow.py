@@ -1,49 +1,29 @@
 """The gt stage's rules on the embedded demo cohort, run by Snakemake (end to end, minutes)."""
 
 import json
-import subprocess
-import sys
-import textwrap
-from pathlib import Path
 
 import pytest
-
-from cadsflow.paths import PROJECT_ROOT
+from workflow_runner import snakemake, write_config
 
 pytestmark = pytest.mark.slow
-
-SNAKEFILE = textwrap.dedent(
-    f"""
-    configfile: "{PROJECT_ROOT}/config/config.yaml"
-    config["demo"]["directory"] = "resources/demo"
-    config["label_space"] = "{PROJECT_ROOT}/config/structures.tsv"
-    config["gt"] = {{"group_training": "{PROJECT_ROOT}/config/group_training.yaml",
-                    "atlas": {{"phantom_shape": [47, 53, 69]}}}}
-    include: "{PROJECT_ROOT}/rules/common.smk"
-    include: "{PROJECT_ROOT}/rules/standardize.smk"
-    include: "{PROJECT_ROOT}/rules/gt.smk"
-    rule all_gt:
-        input: GT_TARGETS, GT_DATASET_TARGETS
-    """
-)
+DATASETS = ["Dataset551_Organs", "Dataset552_Vertebrae", "Dataset553_CardiacGI", "Dataset554_BonesMuscles",
+            "Dataset555_Ribs", "Dataset556_OAR", "Dataset557_Brain", "Dataset558_HeadNeck", "Dataset559_BodyRegions"]
 
 
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory):
+    """The real workflow on the demo cohort, up to the gt batches and the group datasets (no training)."""
     work = tmp_path_factory.mktemp("gt_workflow")
-    (work / "Snakefile").write_text(SNAKEFILE)
-    run = subprocess.run([str(Path(sys.executable).parent / "snakemake"), "-c2", "--quiet", "all", "--", "all_gt"],
-                         cwd=work, capture_output=True, text=True, timeout=1800)
-    assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-4000:]
+    batches = [f"results/gt/demo_{s}.0000" for s in ("totalseg", "oar", "hanseg", "saros", "kits")]
+    datasets = [f"results/specialists/nnUNet_raw/{name}/dataset.json" for name in DATASETS]
+    snakemake(work, *batches, *datasets, config=write_config(work), timeout=1800)
     return work
 
 
 def test_every_group_of_the_smoke_preset_gets_an_nnunet_dataset(workdir):
     raw = workdir / "results" / "specialists" / "nnUNet_raw"
     names = sorted(p.parent.name for p in raw.glob("Dataset55?_*/dataset.json"))
-    assert names == ["Dataset551_Organs", "Dataset552_Vertebrae", "Dataset553_CardiacGI", "Dataset554_BonesMuscles",
-                     "Dataset555_Ribs", "Dataset556_OAR", "Dataset557_Brain", "Dataset558_HeadNeck",
-                     "Dataset559_BodyRegions"]
+    assert names == DATASETS
     for path in raw.glob("Dataset55?_*/dataset.json"):
         spec = json.loads(path.read_text())
         assert spec["numTraining"] == len(list((path.parent / "labelsTr").glob("*.nii.gz"))) > 0, path
