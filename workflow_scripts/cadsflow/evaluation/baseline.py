@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from cadsflow.evaluation.metrics import integer_labels
 from cadsflow.labels import LabelSpace, load_label_space
 from cadsflow.paths import CONFIG_DIR
 
@@ -86,14 +87,10 @@ def load_baseline_mapping(path: str | Path, label_space: LabelSpace | None = Non
 def to_unified(labels: np.ndarray, mapping: BaselineMapping, label_space: LabelSpace | None = None) -> np.ndarray:
     """A baseline label map with unified global ids (unmapped classes become background)."""
     space = label_space or load_label_space()
-    labels = np.asarray(labels)
-    if labels.dtype.kind not in "iu":
-        rounded = np.rint(labels)
-        if not np.array_equal(rounded, labels):
-            raise BaselineError(f"{mapping.path}: baseline label map holds non-integer values")
-        labels = rounded.astype(np.int64)
-    if labels.size and labels.min() < 0:
-        raise BaselineError(f"baseline label map holds negative values (min {labels.min()})")
+    try:
+        labels = integer_labels(labels)
+    except ValueError as exc:
+        raise BaselineError(f"{mapping.path}: baseline {exc}") from None
     top = int(labels.max()) if labels.size else 0
     unknown = sorted(set(np.unique(labels).tolist()) - set(mapping.baseline_names) - {0})
     if unknown:

@@ -25,7 +25,13 @@ from cadsflow.evaluation.alignment import (
     restrict_to_slices,
 )
 from cadsflow.evaluation.baseline import load_baseline_mapping, to_unified
-from cadsflow.evaluation.metrics import NSD_TOLERANCE_MM, bounding_box_diagonal_mm, remap_to_classes, score_label_maps
+from cadsflow.evaluation.metrics import (
+    NSD_TOLERANCE_MM,
+    bounding_box_diagonal_mm,
+    integer_labels,
+    remap_to_classes,
+    score_label_maps,
+)
 from cadsflow.evaluation.statistics import BASELINE, MODEL
 from cadsflow.evaluation.volumes import (
     apply_paper_rules,
@@ -309,13 +315,10 @@ def _read_labels(path) -> tuple[np.ndarray, np.ndarray]:
         data = data[..., 0]
     if data.ndim != 3:
         raise EvaluationInputError(f"{path}: expected a 3-D label map, got shape {data.shape}")
-    if data.dtype.kind not in "iu":
-        rounded = np.rint(data)
-        if not np.array_equal(rounded, data):
-            raise EvaluationInputError(f"{path}: label map holds non-integer values")
-        data = rounded.astype(np.int32)
-    if data.size and data.min() < 0:
-        raise EvaluationInputError(f"{path}: label map holds negative values")
+    try:
+        data = integer_labels(data)
+    except ValueError as exc:
+        raise EvaluationInputError(f"{path}: {exc}") from None
     return data, np.asarray(img.affine, dtype=float)
 
 

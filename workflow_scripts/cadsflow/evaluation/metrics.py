@@ -90,11 +90,8 @@ def score_label_maps(
     return scores
 
 
-def remap_to_classes(labels: np.ndarray, class_values: Sequence[Sequence[int]]) -> np.ndarray:
-    """Label map -> class-index map (0 = none, k = k-th class), in one lookup-table pass.
-
-    A label value may belong to at most one class on a side.
-    """
+def integer_labels(labels) -> np.ndarray:
+    """A label map as non-negative integers; ValueError if it holds fractional or negative values."""
     labels = np.asarray(labels)
     if labels.dtype.kind not in "iu":
         if not np.all(np.equal(np.mod(labels, 1), 0)):
@@ -102,6 +99,15 @@ def remap_to_classes(labels: np.ndarray, class_values: Sequence[Sequence[int]]) 
         labels = labels.astype(np.int64)
     if labels.size and labels.min() < 0:
         raise ValueError(f"label map holds negative values (min {labels.min()})")
+    return labels
+
+
+def remap_to_classes(labels: np.ndarray, class_values: Sequence[Sequence[int]]) -> np.ndarray:
+    """Label map -> class-index map (0 = none, k = k-th class), in one lookup-table pass.
+
+    A label value may belong to at most one class on a side.
+    """
+    labels = integer_labels(labels)
     top = max([int(labels.max()) if labels.size else 0] + [v for values in class_values for v in values])
     dtype = np.uint8 if len(class_values) < 256 else np.uint16
     lut = np.zeros(top + 1, dtype=dtype)
