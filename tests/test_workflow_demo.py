@@ -13,6 +13,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
+from cadsflow.labels import load_label_space
 from workflow_runner import snakemake, write_config
 
 pytestmark = pytest.mark.slow
@@ -84,8 +85,20 @@ def test_evaluation_report_has_tables_figures_and_the_html_report(demo):
 
 
 def test_head_groups_are_gated_by_the_brain_of_group_553(demo):
+    # Smoke-trained specialists predict near-noise, so which volumes show "brain" varies between machines; the
+    # promise checked is the rule itself: a head pseudo-label is skipped exactly when group 553's map of that
+    # volume holds fewer than 2000 brain voxels, and a skipped volume gets an empty map on its grid.
+    brain_id = load_label_space().group_label_map(553)["brain"]
     rows = [r for r in _tsv(demo / "results/pseudolabels/status.tsv") if r["group"] in ("557", "558")]
-    skipped = [r for r in rows if r["status"] == "skipped_no_brain"]
-    # The abdomen-only KiTS-like volumes show no brain: at least their head pseudo-labels are skipped.
-    assert {"demo_kits_case000", "demo_kits_case001"} <= {r["volume_id"] for r in skipped}
-    assert all("fewer than 2000" in r["reason"] for r in skipped)
+    assert len(rows) == 2 * 21
+    for r in rows:
+        brain = np.asarray(nib.load(demo / f"results/pseudolabels/553/{r['volume_id']}.nii.gz").dataobj)
+        voxels = int((brain == brain_id).sum())
+        head = nib.load(demo / f"results/pseudolabels/{r['group']}/{r['volume_id']}.nii.gz")
+        assert head.shape == brain.shape
+        if voxels < 2000:
+            assert r["status"] == "skipped_no_brain", (r, voxels)
+            assert f"has {voxels} voxels, fewer than 2000" in r["reason"]
+            assert not np.asarray(head.dataobj).any()
+        else:
+            assert r["status"] == "ok", (r, voxels)
