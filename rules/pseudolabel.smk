@@ -34,6 +34,7 @@ rule pseudolabel_shard:
         trainers=str(TRAINERS_DIR),
         postprocessing=str(project_path(config["pseudolabel"]["postprocessing"])),
         device=PL_DEVICE,
+        tile_step=SP_PRESET.tile_step_size,
         strict=(
             "--fail-on-volume-error"
             if config["pseudolabel"]["fail_on_volume_error"]
@@ -43,7 +44,8 @@ rule pseudolabel_shard:
         "nnUNet_extTrainer={params.trainers:q} python -m cadsflow.pseudolabel --group {wildcards.group}"
         " --model {input.model:q} --volumes {params.volumes:q} --out-dir {params.out_dir:q}"
         " --report {output.report:q} {params.brain} --postprocessing {params.postprocessing:q}"
-        " --device {params.device} --threads {threads} {params.strict} --log {log:q} 2>> {log:q}"
+        " --device {params.device} --tile-step-size {params.tile_step} --threads {threads} {params.strict}"
+        " --log {log:q} 2>> {log:q}"
 
 
 rule pseudolabel_status:

@@ -25,7 +25,7 @@ rule plan_specialist:
     params:
         dataset=lambda wc: sp_raw_dataset(wc.group),
         args=SP_ARGS,
-        settings=repr(SP_PRESET),  # a changed preset replans (Snakemake's params rerun trigger)
+        settings=SP_PRESET.model_settings,  # a changed model setting replans (Snakemake's params rerun trigger)
     shell:
         "python -m cadsflow.specialists plan --group {wildcards.group} --dataset {params.dataset:q} {params.args}"
         " --marker {output.planned:q} --log {log:q} 2>> {log:q}"
@@ -50,7 +50,7 @@ rule train_specialist:
         **sp_job_resources(SP_PRESET.train_runtime_min),
     params:
         args=SP_ARGS,
-        settings=repr(SP_PRESET),  # a changed preset retrains
+        settings=SP_PRESET.model_settings,  # a changed model setting retrains
     shell:
         "python -m cadsflow.specialists train --group {wildcards.group} --planned {input.planned:q} {params.args}"
         " --marker {output.marker:q} --log {log:q} 2>> {log:q}"

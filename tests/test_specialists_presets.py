@@ -1,5 +1,6 @@
 """Training presets as data, and the nnU-Net commands and environments built from them."""
 
+import dataclasses
 import os
 from pathlib import Path
 
@@ -94,3 +95,25 @@ def test_planning_environment_does_not_set_augmentation_workers(tmp_path):
     # nnU-Net's planner calls torch.set_num_threads(nnUNet_n_proc_DA), which fails for 0
     env = nnunet_env(NnunetDirs(tmp_path, tmp_path, tmp_path), base={})
     assert "nnUNet_n_proc_DA" not in env
+
+
+@pytest.mark.parametrize("step", [0, 1.5, "half"])
+def test_preset_tile_step_must_be_a_fraction_of_the_patch(tmp_path, step):
+    entry = yaml.safe_load(PRESETS_YAML.read_text())["paper"]
+    entry["tile_step_size"] = step
+    path = tmp_path / "presets.yaml"
+    path.write_text(yaml.safe_dump({"paper": entry}))
+    with pytest.raises(PresetError, match=r"presets\.yaml.*'paper'.*tile_step_size"):
+        load_preset("paper", path)
+
+
+def test_paper_preset_keeps_nnunets_half_overlapping_tiles():
+    assert load_preset("paper").tile_step_size == 0.5
+
+
+def test_model_settings_change_with_the_schedule_but_not_with_inference_only_fields():
+    smoke = load_preset("smoke")
+    same_model = dataclasses.replace(smoke, shard_size=99, tile_step_size=0.25, device="cuda", threads=9)
+    longer = dataclasses.replace(smoke, schedule={**smoke.schedule, "epochs": 3})
+    assert same_model.model_settings == smoke.model_settings
+    assert longer.model_settings != smoke.model_settings and "'epochs': 3" in longer.model_settings

@@ -25,6 +25,8 @@ def main(argv=None) -> int:
     parser.add_argument("--postprocessing", help="connected-component table (default: config/postprocessing.yaml)")
     parser.add_argument("--device", default="cpu", help="torch device (cpu, cuda)")
     parser.add_argument("--threads", type=int, default=1, help="CPU threads for torch")
+    parser.add_argument("--tile-step-size", type=float, default=0.5,
+                        help="sliding-window step as a fraction of the patch (the preset's tile_step_size)")
     parser.add_argument("--fail-on-volume-error", action="store_true",
                         help="exit 1 when a volume failed (after predicting its shard-mates)")
     parser.add_argument("--log", help="append logging to this file")
@@ -42,11 +44,14 @@ def _run(args) -> int:
     from cadsflow.pseudolabel.postprocess import POSTPROCESSING_YAML, load_cleanup_rules
     from cadsflow.specialists.train import read_marker
 
+    if not 0 < args.tile_step_size <= 1:
+        raise SystemExit(f"--tile-step-size must be in (0, 1], got {args.tile_step_size}")
     torch.set_num_threads(max(1, args.threads))
     model = read_marker(args.model)
     cleanup = load_cleanup_rules(args.group, args.postprocessing or POSTPROCESSING_YAML)
     report = predict_shard(model["model_dir"], model["fold"], args.volumes, args.out_dir, args.group,
-                           device=args.device, cleanup=cleanup, brain_dir=args.brain_dir, report_path=args.report)
+                           device=args.device, cleanup=cleanup, brain_dir=args.brain_dir, report_path=args.report,
+                           tile_step_size=args.tile_step_size)
     for outcome in report.failed:
         logging.getLogger("cadsflow.pseudolabel").error("volume %s failed: %s", outcome.volume_id, outcome.reason)
     return 1 if report.failed and args.fail_on_volume_error else 0

@@ -69,7 +69,8 @@ def label_map_path(out_dir: str | Path, volume_id: str) -> Path:
 
 def predict_shard(model_dir: str | Path, fold: str, volume_dirs, out_dir: str | Path, group: int,
                   device: str = "cpu", cleanup: CleanupRules | None = None, brain_dir: str | Path | None = None,
-                  report_path: str | Path | None = None, checkpoint_name: str = CHECKPOINT_NAME) -> ShardReport:
+                  report_path: str | Path | None = None, checkpoint_name: str = CHECKPOINT_NAME,
+                  tile_step_size: float = 0.5) -> ShardReport:
     """Pseudo-label the standardized volumes in `volume_dirs` (results/standardized/<id>/) with one model load.
 
     Head groups (557, 558) need `brain_dir`, the folder of group 553's label maps of the same volumes.
@@ -90,7 +91,7 @@ def predict_shard(model_dir: str | Path, fold: str, volume_dirs, out_dir: str | 
                 report.outcomes.append(job.outcome)
                 continue
             if predictor is None:
-                predictor = load_predictor(model_dir, fold, device, checkpoint_name)
+                predictor = load_predictor(model_dir, fold, device, checkpoint_name, tile_step_size)
                 report.model_loads += 1
             started = time.monotonic()
             _predict_volume(predictor, job, group, cleanup)
@@ -109,15 +110,17 @@ def predict_shard(model_dir: str | Path, fold: str, volume_dirs, out_dir: str | 
     return report
 
 
-def load_predictor(model_dir: str | Path, fold: str, device: str, checkpoint_name: str = CHECKPOINT_NAME):
+def load_predictor(model_dir: str | Path, fold: str, device: str, checkpoint_name: str = CHECKPOINT_NAME,
+                   tile_step_size: float = 0.5):
     """An nnUNetPredictor with the trained weights loaded; mirroring off (Online Methods 6.1)."""
     import torch
     from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
 
     model_dir = Path(model_dir)
-    log.info("model load: %s fold %s checkpoint %s on %s", model_dir, fold, checkpoint_name, device)
+    log.info("model load: %s fold %s checkpoint %s on %s, tile step %.2f", model_dir, fold, checkpoint_name, device,
+             tile_step_size)
     predictor = nnUNetPredictor(
-        tile_step_size=0.5,
+        tile_step_size=tile_step_size,
         use_gaussian=True,
         use_mirroring=False,
         perform_everything_on_device=device != "cpu",

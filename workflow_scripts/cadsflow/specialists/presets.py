@@ -17,7 +17,7 @@ PRESETS_YAML = CONFIG_DIR / "presets.yaml"
 SCHEDULE_KEYS = ("epochs", "iterations_per_epoch", "val_iterations_per_epoch")
 _FIELDS = (
     "trainer", "schedule", "plans", "planner", "gpu_memory_target_gb", "target_spacing_mm", "configuration",
-    "fold", "device", "threads", "num_processes", "shard_size", "gpus", "gpu_model", "plan_runtime_min", "train_runtime_min",
+    "fold", "device", "threads", "num_processes", "shard_size", "tile_step_size", "gpus", "gpu_model", "plan_runtime_min", "train_runtime_min",
     "infer_runtime_min_per_volume", "mem_mb",
 )
 
@@ -41,12 +41,20 @@ class Preset:
     threads: int
     num_processes: int
     shard_size: int
+    tile_step_size: float  # nnU-Net sliding-window step, a fraction of the patch (0.5: half-overlapping tiles)
     gpus: int
     gpu_model: str | None
     plan_runtime_min: int
     train_runtime_min: int
     infer_runtime_min_per_volume: float
     mem_mb: int
+
+    @property
+    def model_settings(self) -> str:
+        """The fields that shape a trained model; a change replans and retrains, inference-only fields do not."""
+        fields = ("trainer", "schedule", "plans", "planner", "gpu_memory_target_gb", "target_spacing_mm",
+                  "configuration", "fold")
+        return ", ".join(f"{k}={getattr(self, k)!r}" for k in fields)
 
     @property
     def model_folder_name(self) -> str:
@@ -83,6 +91,7 @@ def load_preset(name: str, path: str | Path = PRESETS_YAML) -> Preset:
         threads=_positive_int(entry["threads"], f"{where}: threads"),
         num_processes=_positive_int(entry["num_processes"], f"{where}: num_processes"),
         shard_size=_positive_int(entry["shard_size"], f"{where}: shard_size"),
+        tile_step_size=_tile_step(entry["tile_step_size"], where),
         gpus=_non_negative_int(entry["gpus"], f"{where}: gpus"),
         gpu_model=None if entry["gpu_model"] is None else str(entry["gpu_model"]),
         plan_runtime_min=_positive_int(entry["plan_runtime_min"], f"{where}: plan_runtime_min"),
@@ -104,6 +113,12 @@ def _spacing(value, where: str) -> tuple[float, float, float] | None:
     if not isinstance(value, (list, tuple)) or len(value) != 3 or not all(_is_number(v) and v > 0 for v in value):
         raise PresetError(f"{where}: target_spacing_mm must be null or three positive numbers (mm), got {value!r}")
     return tuple(float(v) for v in value)
+
+
+def _tile_step(value, where: str) -> float:
+    if not _is_number(value) or not 0 < value <= 1:
+        raise PresetError(f"{where}: tile_step_size must be a number in (0, 1] (fraction of the patch), got {value!r}")
+    return float(value)
 
 
 def _fold(value, where: str) -> str:
