@@ -50,6 +50,13 @@ def test_nine_group_datasets_and_nine_specialists_exist(demo):
     assert [m.stem for m in markers] == [str(g) for g in range(551, 560)]
 
 
+def test_every_group_dataset_passed_stock_nnunets_integrity_check_before_planning(demo):
+    for group in range(551, 560):
+        log = (demo / f"logs/specialists/plan_{group}.log").read_text()
+        assert f"plan_and_preprocess_entrypoints -d {group} " in log and "--verify_dataset_integrity" in log, group
+        assert "verify_dataset_integrity Done." in log, group
+
+
 def test_every_volume_has_a_pseudolabel_per_group_on_its_standardized_grid(demo):
     rows = _tsv(demo / "results/pseudolabels/status.tsv")
     assert {r["status"] for r in rows} <= {"ok", "skipped_no_brain"}
