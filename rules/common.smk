@@ -357,6 +357,8 @@ GT_NNUNET_RAW = config["specialists"]["nnunet_raw"]
 GT_ATLAS_IMAGE = GT["atlas"]["image"] or "results/atlas/phantom_image.nii.gz"
 GT_ATLAS_LABELS = GT["atlas"]["labels"] or "results/atlas/phantom_labels.nii.gz"
 GT_REGISTRATION = GT["registration"]
+# what cadsflow.gt.atlas.RegistrationSettings takes; `threads` goes to the rule (ITK reads it at process start)
+GT_REGISTRATION_SETTINGS = {k: v for k, v in GT_REGISTRATION.items() if k != "threads"}
 GT_FACE_PATTERN = (
     GT["face_mask"]["pattern"] or "results/pseudolabels/553/{volume_id}.nii.gz"
 )

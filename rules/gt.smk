@@ -51,7 +51,7 @@ rule gt_batch:
     params:
         volumes=lambda wc: BATCHES[wc.batch],
         source=lambda wc: SOURCES.get(gt_batch_source(wc.batch)),
-        registration=GT_REGISTRATION,
+        registration=GT_REGISTRATION_SETTINGS,
     script:
         "../workflow_scripts/entry/gt_batch.py"
 

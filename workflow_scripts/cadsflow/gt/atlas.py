@@ -21,7 +21,6 @@ known deformation, which the tests and benchmarks/bench_gt.py use.
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -81,7 +80,6 @@ class RegistrationSettings:
     transform: str = "SyN"
     interpolator: str = "genericLabel"
     random_seed: int = 20250101
-    threads: int = 0  # 0: leave ITK's default
 
     def __post_init__(self):
         if self.interpolator not in LABEL_INTERPOLATORS:
@@ -97,9 +95,11 @@ def register_atlas_labels(
     settings: RegistrationSettings = RegistrationSettings(),
     where: str = "",
 ) -> np.ndarray:
-    """Register the atlas image to the target CT (ANTs SyN) and return the warped atlas labels (uint8, target grid)."""
-    if settings.threads:  # before ITK starts its thread pool (first use in this process)
-        os.environ["ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS"] = str(settings.threads)
+    """Register the atlas image to the target CT (ANTs SyN) and return the warped atlas labels (uint8, target grid).
+
+    ANTs' CPU threads follow ITK's process-wide default (ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS, read when ITK
+    starts); the job's entry point sets it from the rule's threads, this function leaves the process alone.
+    """
     import ants
 
     fixed = _to_ants(_registration_intensities(target_image), spacing_of(target_affine))
