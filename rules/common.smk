@@ -172,12 +172,11 @@ def ev_prediction(volume_id):
 
 def ev_prediction_inputs(volume_ids):
     """What the predictions come from: the factory's pseudo-label shards, or existing files of another system."""
-    if EV["prediction"].startswith("results/pseudolabels/"):
+    if EV["prediction"].startswith(f"{PL_DIR}/"):
         return sorted({pl_shard_report_of(g, v) for g in SP_GROUPS for v in volume_ids})
     if "{group}" in EV["prediction"]:
-        return (
-            []
-        )  # per-group files of an outside system: each group map is read if it exists
+        # per-group files of an outside system: each group map is read if it exists
+        return []
     return [ev_prediction(v) for v in volume_ids]
 
 
@@ -273,11 +272,11 @@ def sp_job_resources(runtime_min):
 
 # --- pseudolabel (rules/pseudolabel.smk) ---------------------------------------------------------------------
 
-from cadsflow.labels import GROUP_IDS
 from cadsflow.pseudolabel.postprocess import BRAIN_GROUP, is_head_group
 from cadsflow.pseudolabel.shards import Shards
 from cadsflow.specialists.nnunet import TRAINERS_DIR
 
+PL_DIR = "results/pseudolabels"  # {group}/shard_{k}.tsv reports and {group}/{volume_id}.nii.gz label maps
 PL_SHARDS = Shards(VOLUMES, config["pseudolabel"]["shard_size"] or SP_PRESET.shard_size)
 PL_DEVICE = config["pseudolabel"]["device"] or SP_PRESET.device
 
@@ -299,7 +298,7 @@ def pl_shard_batches(wc):
 
 
 def pl_shard_report(group, k):
-    return f"results/pseudolabels/{group}/shard_{k}.tsv"
+    return f"{PL_DIR}/{group}/shard_{k}.tsv"
 
 
 def pl_shard_report_of(group, volume_id):
@@ -309,7 +308,7 @@ def pl_shard_report_of(group, volume_id):
 
 def pl_label_map(group, volume_id):
     """A volume's label map for one group (exists unless its shard report says quarantined or failed)."""
-    return f"results/pseudolabels/{group}/{volume_id}.nii.gz"
+    return f"{PL_DIR}/{group}/{volume_id}.nii.gz"
 
 
 def pl_brain_shard(wc):
@@ -320,11 +319,7 @@ def pl_brain_shard(wc):
 
 
 def pl_brain_args(wc):
-    return (
-        f"--brain-dir results/pseudolabels/{BRAIN_GROUP}"
-        if is_head_group(int(wc.group))
-        else ""
-    )
+    return f"--brain-dir {PL_DIR}/{BRAIN_GROUP}" if is_head_group(int(wc.group)) else ""
 
 
 # --- gt (rules/gt.smk) ---------------------------------------------------------------------------------
@@ -359,9 +354,7 @@ GT_ATLAS_LABELS = GT["atlas"]["labels"] or "results/atlas/phantom_labels.nii.gz"
 GT_REGISTRATION = GT["registration"]
 # what cadsflow.gt.atlas.RegistrationSettings takes; `threads` goes to the rule (ITK reads it at process start)
 GT_REGISTRATION_SETTINGS = {k: v for k, v in GT_REGISTRATION.items() if k != "threads"}
-GT_FACE_PATTERN = (
-    GT["face_mask"]["pattern"] or "results/pseudolabels/553/{volume_id}.nii.gz"
-)
+GT_FACE_PATTERN = GT["face_mask"]["pattern"] or pl_label_map(553, "{volume_id}")
 GT_FACE_VALUE = GT["face_mask"]["value"] or LABEL_SPACE.group_label_map(553)["face"]
 
 
@@ -401,7 +394,7 @@ def gt_training_ids(wildcards):
 
 def gt_face_inputs(wildcards):
     """What the face masks of a batch wait for: group 553's shard reports when they are pseudo-labels."""
-    if "pl_shard_report_of" in globals() and not GT["face_mask"]["pattern"]:
+    if not GT["face_mask"]["pattern"]:
         return sorted({pl_shard_report_of(553, v) for v in BATCHES[wildcards.batch]})
     return [GT_FACE_PATTERN.format(volume_id=v) for v in BATCHES[wildcards.batch]]
 

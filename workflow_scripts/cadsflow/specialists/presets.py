@@ -17,8 +17,8 @@ PRESETS_YAML = CONFIG_DIR / "presets.yaml"
 SCHEDULE_KEYS = ("epochs", "iterations_per_epoch", "val_iterations_per_epoch")
 _FIELDS = (
     "trainer", "schedule", "plans", "planner", "gpu_memory_target_gb", "target_spacing_mm", "configuration",
-    "fold", "device", "threads", "num_processes", "shard_size", "tile_step_size", "gpus", "gpu_model", "plan_runtime_min", "train_runtime_min",
-    "infer_runtime_min_per_volume", "mem_mb",
+    "fold", "device", "threads", "num_processes", "shard_size", "tile_step_size", "gpus", "gpu_model",
+    "plan_runtime_min", "train_runtime_min", "infer_runtime_min_per_volume", "mem_mb",
 )
 
 
