@@ -3,11 +3,17 @@
 Columns: volume_id, source, image, label, split, body_region. `label` is empty for unlabelled volumes.
 The Snakefile reads the sheet at parse time, so reading it must stay cheap at 22,022 rows (csv, no pandas).
 Relative image/label paths in a sheet are resolved against the sheet's own folder.
+
+Sheets saved by spreadsheet programs are accepted as they come: a UTF-8 byte-order mark and CRLF (Windows) line
+ends are read like plain LF text, and blank lines are skipped. What cannot be read unambiguously stops the run
+with the sheet's file and line: text that is not UTF-8, and a row whose number of tab-separated fields differs
+from the header's (a missing tab shifts every later column; trailing empty fields are tolerated).
 """
 
 from __future__ import annotations
 
 import csv
+import io
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,22 +59,48 @@ def read_sheet(path: str | Path, known_sources: set[str] | None = None) -> dict[
     path = Path(path)
     if not path.is_file():
         raise SheetError(f"{path}: volume sheet not found")
-    with open(path, newline="") as handle:
-        reader = csv.DictReader(handle, delimiter="\t")
-        header = reader.fieldnames or []
-        missing = [c for c in REQUIRED if c not in header]
-        if missing:
-            raise SheetError(f"{path}: missing columns {missing}; a sheet needs at least {list(REQUIRED)}")
-        base = path.resolve().parent
-        volumes: dict[str, Volume] = {}
-        for line_no, row in enumerate(reader, start=2):
-            volume = _parse_row(row, base, f"{path}:{line_no}: ", known_sources)
-            if volume.volume_id in volumes:
-                raise SheetError(f"{path}:{line_no}: duplicate volume id {volume.volume_id!r}")
-            volumes[volume.volume_id] = volume
+    reader = csv.reader(io.StringIO(_read_text(path), newline=""), delimiter="\t")
+    header = [name.strip() for name in next(reader, [])]
+    missing = [c for c in REQUIRED if c not in header]
+    if missing:
+        raise SheetError(f"{path}: missing columns {missing}; a sheet needs at least {list(REQUIRED)}")
+    base = path.resolve().parent
+    volumes: dict[str, Volume] = {}
+    for fields in reader:
+        where = f"{path}:{reader.line_num}: "
+        if not any(f.strip() for f in fields):
+            continue  # blank line
+        volume = _parse_row(_row_dict(fields, header, where), base, where, known_sources)
+        if volume.volume_id in volumes:
+            raise SheetError(f"{where}duplicate volume id {volume.volume_id!r}")
+        volumes[volume.volume_id] = volume
     if not volumes:
         raise SheetError(f"{path}: the sheet lists no volumes")
     return volumes
+
+
+def _read_text(path: Path) -> str:
+    """The sheet as text: UTF-8 with or without a byte-order mark; anything else names the line it breaks on."""
+    raw = path.read_bytes()
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise SheetError(
+            f"{path}:{line}: not UTF-8 text (byte 0x{raw[exc.start]:02x}); save the sheet as UTF-8"
+        ) from None
+
+
+def _row_dict(fields: list[str], header: list[str], where: str) -> dict[str, str]:
+    """Fields by column name; a row must have the header's number of fields (trailing empty extras aside)."""
+    while len(fields) > len(header) and not fields[-1].strip():
+        fields = fields[:-1]
+    if len(fields) != len(header):
+        raise SheetError(
+            f"{where}row has {len(fields)} tab-separated fields, the header has {len(header)} "
+            f"({', '.join(header)}); check for a missing or extra tab"
+        )
+    return dict(zip(header, fields))
 
 
 def _parse_row(row: dict, base: Path, where: str, known_sources: set[str] | None) -> Volume:

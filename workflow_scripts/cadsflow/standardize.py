@@ -17,7 +17,7 @@ import nibabel as nib
 import numpy as np
 
 from cadsflow.atomic import atomic_dir
-from cadsflow.imageio import LoadedVolume, read_volume, save_nifti
+from cadsflow.imageio import MAX_IMAGE_BYTES, LoadedVolume, read_volume, save_nifti
 from cadsflow.resample import output_shape, resample
 from cadsflow.validate import IntensityRule, QuarantineError, load_checked_image, load_checked_label
 
@@ -30,6 +30,7 @@ class StandardizeSettings:
     spacing_mm: float = TARGET_SPACING_MM
     image_interpolation: str = "cubic"
     intensity: IntensityRule = field(default_factory=IntensityRule)
+    max_image_bytes: int = MAX_IMAGE_BYTES  # header dims x bytes per voxel above this: quarantined unread
 
 
 @dataclass
@@ -62,8 +63,11 @@ def standardize_volume(
     out_dir = Path(out_dir)
     with atomic_dir(out_dir) as tmp:
         try:
-            image = load_checked_image(image_path, settings.intensity)
-            label = load_checked_label(label_path, image, known_label_values) if label_path else None
+            image = load_checked_image(image_path, settings.intensity, settings.max_image_bytes)
+            label = (
+                load_checked_label(label_path, image, known_label_values, settings.max_image_bytes)
+                if label_path else None
+            )
         except QuarantineError as exc:
             log.warning("%s quarantined: %s (%s)", volume_id, exc.reason, exc.file)
             record.update(status="quarantined", reason=exc.reason, file=exc.file)
@@ -181,6 +185,7 @@ def settings_from_config(cfg: dict) -> StandardizeSettings:
         spacing_mm=float(cfg["spacing_mm"]),
         image_interpolation=cfg["image_interpolation"],
         intensity=IntensityRule(**cfg["intensity"]),
+        max_image_bytes=int(cfg.get("max_image_bytes", MAX_IMAGE_BYTES)),
     )
 
 

@@ -10,9 +10,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from cadsflow.imageio import LoadedVolume, VolumeReadError, read_volume
+from cadsflow.imageio import MAX_IMAGE_BYTES, ImageTooLargeError, LoadedVolume, VolumeReadError, read_volume
 
 GRID_TOLERANCE_MM = 1e-3  # image and label affines may differ by float noise, not by geometry
+LABEL_VALUE_MAX = np.iinfo(np.int32).max  # label maps are held as int32 once whole-valued floats are converted
 
 
 class QuarantineError(ValueError):
@@ -33,8 +34,8 @@ class IntensityRule:
     air_below: float = -500.0  # a CT shows air (or -1024/-3024 padding) somewhere; MR and unscaled CT do not
 
 
-def load_checked_image(path: str, rule: IntensityRule) -> LoadedVolume:
-    vol = _read(path)
+def load_checked_image(path: str, rule: IntensityRule, max_bytes: int | None = MAX_IMAGE_BYTES) -> LoadedVolume:
+    vol = _read(path, max_bytes)
     vol.data = _as_3d(vol.data, path)
     _check_spacing(vol, path)
     _check_finite(vol.data, path)
@@ -42,8 +43,10 @@ def load_checked_image(path: str, rule: IntensityRule) -> LoadedVolume:
     return vol
 
 
-def load_checked_label(path: str, image: LoadedVolume, known_values: set[int] | None) -> LoadedVolume:
-    vol = _read(path)
+def load_checked_label(
+    path: str, image: LoadedVolume, known_values: set[int] | None, max_bytes: int | None = MAX_IMAGE_BYTES
+) -> LoadedVolume:
+    vol = _read(path, max_bytes)
     vol.data = _as_3d(vol.data, path)
     if vol.data.shape != image.data.shape:
         raise QuarantineError(
@@ -53,9 +56,7 @@ def load_checked_label(path: str, image: LoadedVolume, known_values: set[int] | 
         raise QuarantineError("label affine differs from image affine (not on the same grid)", path)
     _check_finite(vol.data, path)
     if not np.issubdtype(vol.data.dtype, np.integer):
-        if not np.array_equal(vol.data, np.round(vol.data)):
-            raise QuarantineError("label map has non-integer values", path)
-        vol.data = vol.data.astype(np.int32)
+        vol.data = _whole_labels(vol.data, path)
     if vol.data.min() < 0:
         raise QuarantineError(f"label map has negative values (min {vol.data.min()})", path)
     if known_values is not None:
@@ -68,11 +69,29 @@ def load_checked_label(path: str, image: LoadedVolume, known_values: set[int] | 
     return vol
 
 
-def _read(path: str) -> LoadedVolume:
+def _read(path: str, max_bytes: int | None) -> LoadedVolume:
     try:
-        return read_volume(path)
+        return read_volume(path, max_bytes=max_bytes)
+    except ImageTooLargeError as exc:
+        raise QuarantineError(f"too large: {exc}", path) from None
     except VolumeReadError as exc:
         raise QuarantineError(f"unreadable: {exc}", path) from None
+
+
+def _whole_labels(data: np.ndarray, path: str) -> np.ndarray:
+    """A float label map is accepted only when every value is a whole number that fits int32."""
+    fractional = data[data != np.round(data)]
+    if fractional.size:
+        examples = ", ".join(f"{v:g}" for v in np.unique(fractional)[:5])
+        raise QuarantineError(
+            f"label map has {fractional.size} voxels with non-integer values (e.g. {examples}); "
+            "label values must be whole numbers", path
+        )
+    if data.size and (data.min() < -LABEL_VALUE_MAX or data.max() > LABEL_VALUE_MAX):
+        raise QuarantineError(
+            f"label values {data.min():g}..{data.max():g} do not fit a 32-bit integer label map", path
+        )
+    return data.astype(np.int32)
 
 
 def _as_3d(data: np.ndarray, path: str) -> np.ndarray:
