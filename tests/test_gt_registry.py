@@ -110,3 +110,10 @@ def test_unknown_training_source_is_reported_with_its_group():
     training = {551: GroupTraining(551, "Organs", "source", ("nowhere",))}
     with pytest.raises(TrainingConfigError, match=r"nowhere \(group 551\)"):
         check_known_sources(training, {"kits"})
+
+
+def test_ct_org_brain_value_is_unmapped_like_the_authors_and_five_structures_remain(registry):
+    ctorg = registry["ct_org"]
+    kinds = {v: m.kind for v, m in ctorg.label_values.items()}
+    assert kinds == {1: "structure", 2: "structure", 3: "union", 4: "union", 5: "ignore", 6: "ignore"}
+    assert ctorg.extra["paper_table1"]["annotated_structures"] == 5

@@ -13,6 +13,8 @@ onto the unified structures, and which split each case belongs to. Example:
           1: {union: [kidney_left, kidney_right]} # the source labels both kidneys as one class
           2: {lesion_of: [kidney_left, kidney_right]}
         split: {test: [case_00003], test_fraction: 0.1}
+        extra_label_sets:                          # optional: more label files per case, each its own mapping
+          oar: {labels: kits/oar/{case}.nii.gz, label_values: {1: liver}}
 
 Mapping entries: a structure name (exact), `{union: [...]}` (the value covers several unified structures),
 `{lesion_of: [...]}` (a lesion inside those organs), `{unannotated: true}` (voxels nobody labelled, e.g. SAROS 255),
@@ -59,6 +61,7 @@ class Source:
     anonymize_face: bool = False
     sparse_slices: int = 0  # >0: annotated on every n-th axial slice only (SAROS: 5)
     extra: dict = field(default_factory=dict)
+    extra_labels: dict[str, str] = field(default_factory=dict)  # label set name -> absolute pattern with {case}
 
     def known_values(self) -> set[int]:
         return {0, *self.label_values}
@@ -120,7 +123,33 @@ def _parse_source(path: Path, base: Path, name: str, entry: dict, space: LabelSp
         anonymize_face=bool(entry.get("anonymize_face", False)),
         sparse_slices=int(entry.get("sparse_slices", 0)),
         extra={k: v for k, v in entry.items() if k not in known},
+        extra_labels=_extra_label_patterns(where, base, entry.get("extra_label_sets")),
     )
+
+
+def _extra_label_patterns(where: str, base: Path, sets) -> dict[str, str]:
+    """Each extra label set's file pattern (a second, third ... label file per case), made absolute."""
+    patterns = {}
+    for name, entry in (sets or {}).items():
+        pattern = (entry or {}).get("labels") if isinstance(entry, dict) else None
+        if not pattern:
+            continue  # a set the factory makes itself (no file of the source)
+        if "{case}" not in str(pattern):
+            raise RegistryError(f"{where}extra label set {name!r}: 'labels' pattern must contain {{case}}")
+        patterns[str(name)] = _absolute(base, pattern)
+    return patterns
+
+
+def label_files(source: Source, case: str) -> dict[str, str]:
+    """Every label file of one case that exists: {"main": ..., <extra set name>: ...}.
+
+    A source may carry several label files per case (VISCERAL Gold Corpus: the main 20 structures and the CADS
+    team's 22 radiotherapy structures); each is standardized as label.nii.gz / label_<set>.nii.gz and scored
+    with its own mapping.
+    """
+    patterns = {"main": source.labels, **source.extra_labels} if source.labels else dict(source.extra_labels)
+    files = {name: pattern.format(case=case) for name, pattern in patterns.items()}
+    return {name: path for name, path in files.items() if Path(path).exists()}
 
 def parse_label_value(where: str, value: int, spec, space: LabelSpace) -> LabelValue:
     if isinstance(spec, str):
