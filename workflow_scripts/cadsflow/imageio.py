@@ -114,7 +114,7 @@ def read_header(path: str | Path) -> tuple[tuple[int, ...], np.ndarray]:
 
 def _stat_problem(path: Path, exc: OSError) -> str:
     if exc.errno == errno.ELOOP:
-        return "symbolic link loop (the link resolves back to itself)"
+        return "symbolic link loop (following the links never reaches a file)"
     if exc.errno == errno.ENOENT and path.is_symlink():
         return f"dangling symbolic link to {os.readlink(path)} (file not found)"
     if exc.errno == errno.ENOENT:
@@ -133,13 +133,18 @@ def check_voxel_bytes(path: Path | str, shape, bytes_per_voxel: int, max_bytes: 
     if claimed > max_bytes:
         dims = "x".join(str(int(s)) for s in shape)
         raise ImageTooLargeError(
-            f"{path}: header claims {dims} voxels x {bytes_per_voxel} bytes = {_gib(claimed)} GiB of voxel data, "
-            f"above the limit of {_gib(max_bytes)} GiB; refused before reading"
+            f"{path}: header claims {dims} voxels x {bytes_per_voxel} bytes = {claimed} bytes ({_binary(claimed)}) "
+            f"of voxel data, above the limit of {max_bytes} bytes ({_binary(max_bytes)}); refused before reading"
         )
 
 
-def _gib(n: int) -> str:
-    return f"{n / 2**30:.4g}"
+def _binary(n: int) -> str:
+    """A byte count in the largest binary unit that keeps it >= 1 (1.78 PiB, 8 GiB, 512 bytes)."""
+    units = ("bytes", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB")
+    k = 0
+    while k + 1 < len(units) and n >= 1024 ** (k + 1):
+        k += 1
+    return f"{n / 1024**k:.3g} {units[k]}"
 
 
 def _read_nifti(path: Path, dtype, max_bytes: int | None) -> LoadedVolume:
@@ -162,7 +167,7 @@ def _read_dicom_series(folder: Path, max_bytes: int | None) -> LoadedVolume:
         raise VolumeReadError(f"{folder}: no DICOM series found in this folder")
     if len(series) > 1:
         raise VolumeReadError(
-            f"{folder}: {len(series)} DICOM series in one folder (SeriesInstanceUIDs {', '.join(series)}); "
+            f"{folder}: {len(series)} DICOM series in one folder (SeriesInstanceUIDs {', '.join(sorted(series))}); "
             "expected exactly one: give each series its own folder"
         )
     files = reader.GetGDCMSeriesFileNames(str(folder), series[0])  # sorted by image position
