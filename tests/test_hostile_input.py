@@ -280,8 +280,12 @@ def test_oversized_header_is_refused_before_its_voxel_buffer_is_allocated(tmp_pa
 def test_dicom_series_over_the_limit_is_refused_from_its_headers(tmp_path):
     write_dicom_series(tmp_path / "series", "1.2.826.0.1.3680043.2.1125.17.9", slices=4, side=8)  # 512 bytes
     assert read_volume(tmp_path / "series", max_bytes=512).data.shape == (8, 8, 4)
-    with pytest.raises(QuarantineError, match=r"header claims 8x8x4 voxels x 2 bytes = 512 bytes"):
+    with pytest.raises(QuarantineError) as err:
         load_checked_image(str(tmp_path / "series"), StandardizeSettings().intensity, max_bytes=511)
+    assert err.value.reason == (
+        f"too large: {tmp_path / 'series'}: header claims 8x8x4 voxels x 2 bytes = 512 bytes of voxel data, "
+        "above the limit of 511 bytes; refused before reading"
+    )
 
 
 def test_limit_comes_from_config_with_the_default_when_absent():

@@ -133,18 +133,18 @@ def check_voxel_bytes(path: Path | str, shape, bytes_per_voxel: int, max_bytes: 
     if claimed > max_bytes:
         dims = "x".join(str(int(s)) for s in shape)
         raise ImageTooLargeError(
-            f"{path}: header claims {dims} voxels x {bytes_per_voxel} bytes = {claimed} bytes ({_binary(claimed)}) "
-            f"of voxel data, above the limit of {max_bytes} bytes ({_binary(max_bytes)}); refused before reading"
+            f"{path}: header claims {dims} voxels x {bytes_per_voxel} bytes = {_bytes(claimed)} of voxel data, "
+            f"above the limit of {_bytes(max_bytes)}; refused before reading"
         )
 
 
-def _binary(n: int) -> str:
-    """A byte count in the largest binary unit that keeps it >= 1 (1.78 PiB, 8 GiB, 512 bytes)."""
+def _bytes(n: int) -> str:
+    """'2000000000000000 bytes (1.78 PiB)': exact, plus the largest binary unit that keeps the figure >= 1."""
     units = ("bytes", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB")
     k = 0
     while k + 1 < len(units) and n >= 1024 ** (k + 1):
         k += 1
-    return f"{n / 1024**k:.3g} {units[k]}"
+    return f"{n} bytes" + (f" ({n / 1024**k:.3g} {units[k]})" if k else "")
 
 
 def _read_nifti(path: Path, dtype, max_bytes: int | None) -> LoadedVolume:
