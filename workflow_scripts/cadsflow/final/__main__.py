@@ -1,0 +1,77 @@
+"""python -m cadsflow.final counts|weights|subset: one step of a group's final-model data (Snakemake shell rules).
+
+counts   label maps -> the group's label-count table (volume id x structure -> voxels)
+weights  label maps or a count table -> the group's oversampling table (structure weights, image probabilities)
+subset   count tables -> a head group's training volumes, one id per line (557, 558; config/final.yaml)
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import sys
+
+from cadsflow.logs import to_log
+
+
+def main(argv=None) -> int:
+    args = _parser().parse_args(argv)
+    with to_log(args.log) if args.log else contextlib.nullcontext():
+        _run(args)
+    return 0
+
+
+def _run(args) -> None:
+    from cadsflow.atomic import write_text
+    from cadsflow.final.config import FINAL_YAML, head_subset_rules, oversampling_rule
+    from cadsflow.final.counts import label_count_table, read_count_table, write_count_table
+    from cadsflow.final.oversampling import oversampling_table, write_table
+    from cadsflow.final.subsets import SubsetError, training_subset
+
+    config = args.config or FINAL_YAML
+    if args.step == "counts":
+        write_count_table(label_count_table(args.label_maps, args.group), args.out)
+    elif args.step == "weights":
+        counts = (label_count_table(args.label_maps, args.group) if args.label_maps
+                  else read_count_table(args.counts, args.group))
+        write_table(oversampling_table(args.group, counts, oversampling_rule(args.group, config)), args.out)
+    else:
+        rules = head_subset_rules(config)
+        if args.group not in rules:
+            raise SubsetError(f"group {args.group} has no head-subset rule in {config}: it trains on every "
+                              "non-test volume")
+        tables = {int(g): read_count_table(path, int(g)) for g, path in (_group_path(s) for s in args.counts)}
+        volumes = training_subset(rules[args.group], tables)
+        write_text(args.out, "".join(f"{v}\n" for v in volumes))
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m cadsflow.final", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    steps = parser.add_subparsers(dest="step", required=True)
+    counts = steps.add_parser("counts", help="label maps -> label-count table (TSV)")
+    counts.add_argument("--label-maps", nargs="+", required=True, help="<volume_id>.nii.gz label maps of the group")
+    weights = steps.add_parser("weights", help="label maps or a count table -> oversampling table (TSV)")
+    source = weights.add_mutually_exclusive_group(required=True)
+    source.add_argument("--label-maps", nargs="+", help="the group's training volumes' <volume_id>.nii.gz maps")
+    source.add_argument("--counts", help="the group's label-count table of its training volumes")
+    subset = steps.add_parser("subset", help="count tables -> a head group's training volume ids")
+    subset.add_argument("--counts", nargs="+", required=True, metavar="GROUP=TABLE",
+                        help="label-count tables by group, e.g. 553=counts_553.tsv")
+    for step in (counts, weights, subset):
+        step.add_argument("--group", type=int, required=True, help="group (551-559)")
+        step.add_argument("--out", required=True, help="output file")
+        step.add_argument("--config", help="final-model config (default: config/final.yaml)")
+        step.add_argument("--log", help="log file")
+    return parser
+
+
+def _group_path(spec: str) -> tuple[str, str]:
+    group, sep, path = spec.partition("=")
+    if not sep or not group.isdigit() or not path:
+        raise SystemExit(f"--counts {spec!r}: expected GROUP=TABLE, e.g. 553=counts_553.tsv")
+    return group, path
+
+
+if __name__ == "__main__":
+    sys.exit(main())
