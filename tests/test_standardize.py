@@ -219,14 +219,31 @@ def test_missing_file_is_quarantined_not_raised(tmp_path):
 
 def test_restandardizing_a_volume_replaces_its_folder_and_leaves_others_alone(tmp_path):
     img = write_nifti(tmp_path / "ct.nii.gz", ct_array())
+    lab = write_nifti(tmp_path / "lab.nii.gz", _labels((20, 18, 16)))
     other, _ = _standardize(tmp_path, img, vid="other")
     before = (other / "image.nii.gz").read_bytes()
-    out, _ = _standardize(tmp_path, img, vid="v1")
+    out, _ = _standardize(tmp_path, img, lab, known={0, 1, 2}, vid="v1")
+    assert sorted(p.name for p in out.iterdir()) == ["image.nii.gz", "label.nii.gz", "record.json"]
     bad = tmp_path / "bad.nii.gz"
     bad.write_bytes(b"junk")
     _standardize(tmp_path, bad, vid="v1")
+    # the quarantined rerun replaces the whole folder: no image or label of the earlier run stays beside its record
+    assert sorted(p.name for p in out.iterdir()) == ["record.json"]
+    assert json.loads((out / "record.json").read_text())["status"] == "quarantined"
     assert (other / "image.nii.gz").read_bytes() == before
     assert not list((tmp_path / "std").glob(".v1.*"))  # no temporary folders left behind
+
+
+def test_restandardizing_a_quarantined_volume_after_its_file_is_fixed_writes_it_in_full(tmp_path):
+    bad = tmp_path / "ct.nii.gz"
+    bad.write_bytes(b"junk")
+    out, first = _standardize(tmp_path, bad)
+    assert first["status"] == "quarantined"
+    write_nifti(bad, ct_array())
+    _, second = _standardize(tmp_path, bad)
+    assert second["status"] == "ok"
+    assert sorted(p.name for p in out.iterdir()) == ["image.nii.gz", "record.json"]
+    assert json.loads((out / "record.json").read_text()) == second
 
 
 @pytest.mark.skipif(not (SHARED / "data" / "totalseg_example").is_dir(), reason="../shared/data not present")
