@@ -35,9 +35,12 @@ def by_structure(rows):
 
 
 def test_every_source_in_the_shipped_alignment_file_resolves_to_valid_classes():
+    from cadsflow.paths import CONFIG_DIR
+
     config = load_alignment(ALIGNMENT_YAML)
-    resolved = {name: resolve_alignment(name, config) for name in config.sources}
-    assert all(a.classes for a in resolved.values())
+    registry = load_registry(CONFIG_DIR / "sources" / "cads_collection.yaml")
+    resolved = {name: resolve_alignment(name, config, registry) for name in config.sources}
+    assert all(a.classes for a in resolved.values()) and len(resolved) == 10
 
 
 def test_unknown_source_without_registry_is_scored_on_all_unified_structures():

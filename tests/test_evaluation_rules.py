@@ -42,14 +42,38 @@ def test_missed_structure_above_90_percent_of_its_volume_is_a_penalised_false_ne
     assert (result.status, result.dice, result.nsd, result.hd, result.hd95) == (FALSE_NEGATIVE, 0.0, 0.0, DIAGONAL, DIAGONAL)
 
 
-def test_structure_under_10_percent_of_its_volume_is_excluded_even_when_predicted():
-    result = apply_paper_rules(raw(90, 80), VOXEL_ML, 1.0, DIAGONAL)
+def test_paper_text_excludes_a_structure_under_10_percent_of_its_volume_even_when_predicted():
+    result = apply_paper_rules(raw(90, 80), VOXEL_ML, 1.0, DIAGONAL, rule="paper_text")
     assert result.status == EXCLUDED_SMALL and math.isnan(result.dice)
 
 
-def test_missed_partially_visible_structure_is_neither_penalised_nor_scored():
-    result = apply_paper_rules(raw(500, 0), VOXEL_ML, 1.0, DIAGONAL)
+def test_paper_text_neither_penalises_nor_scores_a_missed_partially_visible_structure():
+    result = apply_paper_rules(raw(500, 0), VOXEL_ML, 1.0, DIAGONAL, rule="paper_text")
     assert result.status == MISSED_PARTIAL and math.isnan(result.hd)
+
+
+# -- the authors' rule (murong-xu/CADS utils/compute_metrics.py), the default -----------------------------------
+
+
+def test_authors_rule_scores_a_predicted_structure_however_small_its_reference():
+    result = apply_paper_rules(raw(90, 80, 0.8, 0.7, 6.0, 3.0), VOXEL_ML, 1.0, DIAGONAL)  # 9% of the statistic
+    assert (result.status, result.dice, result.nsd, result.hd, result.hd95) == (SCORED, 0.8, 0.7, 6.0, 3.0)
+
+
+def test_authors_rule_penalises_a_missed_structure_between_10_and_90_percent():
+    result = apply_paper_rules(raw(500, 0, math.nan, math.nan, math.inf, math.inf), VOXEL_ML, 1.0, DIAGONAL)
+    assert (result.status, result.dice, result.nsd, result.hd, result.hd95) == (FALSE_NEGATIVE, 0.0, 0.0, DIAGONAL, DIAGONAL)
+
+
+def test_authors_rule_ignores_a_missed_structure_at_or_under_10_percent():
+    at_limit = apply_paper_rules(raw(100, 0), VOXEL_ML, 1.0, DIAGONAL)  # 0.1 mL of 1 mL: `volume <= 0.1 * avg`
+    above = apply_paper_rules(raw(101, 0), VOXEL_ML, 1.0, DIAGONAL)
+    assert (at_limit.status, above.status) == (EXCLUDED_SMALL, FALSE_NEGATIVE) and math.isnan(at_limit.dice)
+
+
+def test_an_unknown_false_negative_rule_is_refused():
+    with pytest.raises(ValueError, match="false-negative rule.*'lenient'"):
+        apply_paper_rules(raw(10, 0), VOXEL_ML, 1.0, DIAGONAL, rule="lenient")
 
 
 def test_structure_absent_in_both_is_reported_absent_not_perfect():
@@ -133,6 +157,22 @@ def test_volume_table_excludes_the_one_voxel_adrenal_and_scores_the_spleen(tmp_p
     rows = rows_by_structure(evaluate_volume("v1", "unified", ref, {"model": pred}, resolve_alignment("unified"), volumes))
     assert rows["adrenal_gland_right"]["status"] == EXCLUDED_SMALL
     assert rows["spleen"]["status"] == SCORED and rows["spleen"]["dice"] == pytest.approx(2 * 900 / 1900)
+
+
+def test_batch_default_rule_is_the_authors_and_paper_text_is_an_option(tmp_path):
+    """A missed liver at 2.2x its statistic and a predicted one-voxel adrenal: the rules part on the adrenal."""
+    from cadsflow.evaluation.alignment import ALIGNMENT_YAML
+    from cadsflow.evaluation.evaluate import VolumeToScore, run_batch
+
+    ref, _, _ = unified_pair(tmp_path)
+    volumes = tmp_path / "volumes.tsv"
+    volumes.write_text("name\treference_volume_ml\nliver\t10.0\nspleen\t3.0\nadrenal_gland_right\t5.0\n")
+    item = VolumeToScore("v1", "unified", ref, ref)  # the reference predicts itself: the adrenal is found
+    default = rows_by_structure(run_batch([item], tmp_path / "a.tsv", ALIGNMENT_YAML, reference_volumes_path=volumes))
+    text = rows_by_structure(run_batch([item], tmp_path / "b.tsv", ALIGNMENT_YAML, reference_volumes_path=volumes,
+                                       false_negative_rule="paper_text"))  # fmt: skip
+    assert (default["adrenal_gland_right"]["status"], default["adrenal_gland_right"]["dice"]) == (SCORED, 1.0)
+    assert text["adrenal_gland_right"]["status"] == EXCLUDED_SMALL
 
 
 def test_volume_table_lists_every_unified_structure_once_per_system(tmp_path):
@@ -235,6 +275,7 @@ def test_group_layered_prediction_scores_overlapping_structures_each_on_its_own_
                         resolve_alignment("unified"), {})
     )
     assert rows["heart_atrium_left"]["dice"] == 1.0
-    # the reference's heart label lost its atrium voxels to the atrium; the group-556 map still holds them
-    assert 0.0 < rows["heart"]["dice"] < 1.0 and rows["heart"]["status"] != "absent"
+    # the reference's heart label lost its 864 atrium voxels to the atrium; the group-556 map still holds all 1728:
+    # Dice = 2 * 864 / (864 + 1728) = 2/3
+    assert rows["heart"]["dice"] == pytest.approx(2 / 3, abs=1e-12) and rows["heart"]["status"] == SCORED
     assert rows["liver"]["status"] == "absent"  # group 551 has no map: nothing predicted, nothing referenced

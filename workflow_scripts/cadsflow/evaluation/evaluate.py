@@ -1,9 +1,13 @@
 """Test volumes -> score tables: every evaluation class of a volume's source, for the model and a baseline.
 
 Flow: read the reference and each system's prediction (same grid required), apply the source's alignment (case
-exclusion, annotated slices, classes), score all classes in one pass (metrics.py), then the paper's
-false-negative rules (volumes.py). Rows: volume_id, source, system, structure, status, dice, nsd, hd, hd95,
-ref_volume_ml, pred_volume_ml, reference_volume_ml.
+exclusion, annotated slices, classes), score all classes in one pass (metrics.py), then the false-negative rules
+(volumes.py; `false_negative_rule` "authors" by default, "paper_text" as an option). A volume whose source carries
+several label files (registry `extra_label_sets`: label_<set>.nii.gz next to label.nii.gz in the standardized
+folder, or files named in VolumeToScore.extra_references) is scored once per label file, as the dataset
+"<source>:<set>" (Table 1's "VISCERAL Gold Corpus-Extra", "HaN-Seg Extra Brain Labels").
+Rows: volume_id, source (the dataset), system, structure, status, dice, nsd, hd, hd95, ref_volume_ml,
+pred_volume_ml, reference_volume_ml.
 """
 
 from __future__ import annotations
@@ -12,19 +16,26 @@ import csv
 import logging
 import math
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from cadsflow.evaluation.alignment import (
+    LABEL_SET_SEPARATOR,
     SourceAlignment,
     annotated_slices,
     load_alignment,
     resolve_alignment,
     restrict_to_slices,
 )
-from cadsflow.evaluation.baseline import load_baseline_mapping, to_unified
+from cadsflow.evaluation.baseline import (
+    BaselineError,
+    BaselineMapping,
+    baseline_task_files,
+    load_baseline_mapping,
+    to_unified,
+)
 from cadsflow.evaluation.metrics import (
     NSD_TOLERANCE_MM,
     bounding_box_diagonal_mm,
@@ -34,6 +45,8 @@ from cadsflow.evaluation.metrics import (
 )
 from cadsflow.evaluation.statistics import BASELINE, MODEL
 from cadsflow.evaluation.volumes import (
+    DEFAULT_FALSE_NEGATIVE_RULE,
+    FALSE_NEGATIVE_RULES,
     apply_paper_rules,
     compute_reference_volumes,
     load_reference_volumes,
@@ -47,11 +60,24 @@ SCORE_COLUMNS = (
 )  # fmt: skip
 EXCLUDED_CASE = "excluded_case"  # Online Methods 5.2: e.g. VerSe cases with transitional vertebrae
 GRID_TOLERANCE_MM = 1e-3
+MAIN_LABEL_FILE = "label.nii.gz"
+GROUP_TOKEN = "{group}"
 log = logging.getLogger(__name__)
 
 
 class EvaluationInputError(ValueError):
     """An input volume is unusable; the message names the file and the problem."""
+
+
+@dataclass(frozen=True)
+class PredictionLayers:
+    """A system's prediction of one volume as label maps in unified global ids: one whole-body map (key None), one
+    per group, or one per baseline task. `layer_of` names the map a structure is scored on; `covered` limits the
+    structures the system is scored on (None: all)."""
+
+    maps: dict
+    layer_of: Callable[[str], object]
+    covered: frozenset[str] | None = None
 
 
 def evaluate_volume(
@@ -64,50 +90,44 @@ def evaluate_volume(
     covered: Mapping[str, frozenset[str] | None] | None = None,
     tolerance_mm: float = NSD_TOLERANCE_MM,
     label_space: LabelSpace | None = None,
-    convert: Mapping[str, Callable[[np.ndarray], np.ndarray]] | None = None,
+    readers: Mapping[str, Callable[[str], PredictionLayers]] | None = None,
+    false_negative_rule: str = DEFAULT_FALSE_NEGATIVE_RULE,
 ) -> list[dict]:
     """Score each system's prediction of one volume against its reference.
 
     `predictions` maps system name (e.g. "model", "baseline") to a label map in unified global ids on the
-    reference's grid. `covered` optionally limits a system to the structures it can predict (a baseline's
-    mutual structures); classes outside are not scored for it. `convert` optionally maps a system's label map
-    into unified ids first (a baseline in its own labels).
+    reference's grid (a path with "{group}": one map per group in group label ids). `covered` optionally limits a
+    system to the structures it can predict (a baseline's mutual structures); classes outside are not scored for
+    it. `readers` optionally reads a system's prediction its own way (a baseline in its own labels, per task).
     """
+    if false_negative_rule not in FALSE_NEGATIVE_RULES:
+        raise ValueError(f"false_negative_rule must be one of {FALSE_NEGATIVE_RULES}, got {false_negative_rule!r}")
     space = label_space or load_label_space()
     reference, affine = _read_labels(reference_path)
     spacing = _spacing(affine)
     rows = []
     excluded_by = sorted(set(alignment.exclude_cases_with_values) & set(np.unique(reference).tolist()))
+    excluded = bool(excluded_by) or alignment.excludes_case(volume_id)
 
     for system, path in predictions.items():
         system_alignment = alignment
         if covered and covered.get(system) is not None:
             system_alignment = alignment.restricted_to(covered[system])
-        if excluded_by:
-            log.info("%s: excluded from scoring, reference holds values %s", volume_id, excluded_by)
+        if excluded:
+            why = f"reference holds values {excluded_by}" if excluded_by else "case is on the exclusion list"
+            log.info("%s (%s): excluded from scoring, %s", volume_id, source, why)
             rows += [_row(volume_id, source, system, c.name, EXCLUDED_CASE) for c in system_alignment.classes]
             continue
-        layers = _read_prediction(path, space)
-        if convert and system in convert:
-            layers = {key: (convert[system](data), aff, where) for key, (data, aff, where) in layers.items()}
-        raw = {}
-        spec = system_alignment.class_spec(space)
-        for key, (prediction, pred_affine, pred_path) in _layered(layers, spec, space).items():
-            _check_same_grid(reference_path, reference.shape, affine, pred_path, prediction.shape, pred_affine)
-            ref, pred, grid_spacing = reference, prediction, spacing
-            slices = annotated_slices(reference, alignment)
-            if slices is not None:
-                (ref, pred), grid_spacing = restrict_to_slices(
-                    [reference, prediction], slices, alignment.slice_axis, spacing
-                )
-                ref = np.where(ref == alignment.unannotated_value, 0, ref)
-            classes = {name: spec[name] for name in key}
-            raw.update(score_label_maps(ref, pred, grid_spacing, classes, tolerance_mm))
-        voxel_ml = float(np.prod(grid_spacing)) / 1000.0
+        read = (readers or {}).get(system) or (lambda p: read_prediction(p, space))
+        layers = read(str(path))
+        if layers.covered is not None:
+            system_alignment = system_alignment.restricted_to(layers.covered)
+        raw = _score_layers(reference, affine, reference_path, layers, system_alignment, space, tolerance_mm)
+        voxel_ml = float(np.prod(spacing)) / 1000.0
         diagonal = bounding_box_diagonal_mm(reference.shape, spacing)
         for c in system_alignment.classes:
             table_ml = _class_reference_volume(c, reference_volumes)
-            result = apply_paper_rules(raw[c.name], voxel_ml, table_ml, diagonal)
+            result = apply_paper_rules(raw[c.name], voxel_ml, table_ml, diagonal, false_negative_rule)
             rows.append(
                 _row(volume_id, source, system, c.name, result.status, result.dice, result.nsd, result.hd,
                      result.hd95, result.ref_volume_ml, result.pred_volume_ml, result.reference_volume_ml)
@@ -118,14 +138,16 @@ def evaluate_volume(
 @dataclass(frozen=True)
 class VolumeToScore:
     """One volume of an evaluation batch: its reference (a label map, or a standardized volume's folder whose
-    label.nii.gz is used), its source (alignment key), the model's prediction and optionally a baseline's
-    prediction in the baseline's own labels."""
+    label.nii.gz and label_<set>.nii.gz files are used), its source (alignment key), the model's prediction,
+    optionally a baseline's prediction in the baseline's own labels (a path with "{task}": one file per task), and
+    optionally more reference files by label set name (e.g. {"brain_atlas": ".../group_557.nii.gz"})."""
 
     volume_id: str
     source: str
     reference: str
     prediction: str
     baseline: str = ""
+    extra_references: Mapping[str, str] = field(default_factory=dict)
 
 
 def run_batch(
@@ -137,12 +159,13 @@ def run_batch(
     baseline_mapping_path: str | Path | None = None,
     tolerance_mm: float = NSD_TOLERANCE_MM,
     label_space_path: str | Path | None = None,
+    false_negative_rule: str = DEFAULT_FALSE_NEGATIVE_RULE,
 ) -> list[dict]:
     """What the evaluate_batch rule does: load the configuration once, score each volume, write one table.
 
-    A baseline prediction is mapped onto the unified structures in memory (baseline.to_unified) and scored on
-    the structures its mapping covers. A standardized folder without a label map (a quarantined volume) adds no
-    rows; the log says so.
+    A baseline prediction is mapped onto the unified structures in memory (baseline.to_unified), task by task,
+    and scored on the structures its present tasks cover. A standardized folder without a label map (a
+    quarantined volume) adds no rows; the log says so.
     """
     space = load_label_space(label_space_path) if label_space_path else load_label_space()
     config = load_alignment(alignment_path)
@@ -151,28 +174,101 @@ def run_batch(
     mapping = load_baseline_mapping(baseline_mapping_path, space) if baseline_mapping_path else None
     rows = []
     for item in volumes:
-        reference = Path(item.reference)
-        if reference.is_dir():
-            reference = reference / "label.nii.gz"
-            if not reference.exists():
-                log.warning(
-                    "%s: no standardized label map in %s (quarantined?): not scored", item.volume_id, reference.parent
-                )
-                continue
-        predictions, covered, convert = {MODEL: item.prediction}, {}, {}
+        references = label_set_references(item.reference, item.source, registry, space, item.extra_references)
+        if references is None:
+            log.warning("%s: no standardized label map in %s (quarantined?): not scored", item.volume_id,
+                        item.reference)
+            continue
+        predictions, readers = {MODEL: item.prediction}, {}
         if item.baseline:
             if mapping is None:
                 raise ValueError(f"{item.baseline}: a baseline prediction needs a baseline mapping table")
             predictions[BASELINE] = item.baseline
-            covered[BASELINE] = mapping.covered_structures
-            convert[BASELINE] = lambda labels, m=mapping: to_unified(labels, m, space)
-        alignment = resolve_alignment(item.source, config, registry, space)
-        scored = evaluate_volume(item.volume_id, item.source, reference, predictions, alignment, table, covered,
-                                 tolerance_mm, space, convert)  # fmt: skip
-        log.info("%s (%s): %d rows", item.volume_id, item.source, len(scored))
-        rows += scored
+            readers[BASELINE] = baseline_reader(mapping, space)
+        for dataset, reference in references:
+            alignment = resolve_alignment(dataset, config, registry, space)
+            scored = evaluate_volume(item.volume_id, dataset, reference, predictions, alignment, table, None,
+                                     tolerance_mm, space, readers, false_negative_rule)  # fmt: skip
+            log.info("%s (%s): %d rows", item.volume_id, dataset, len(scored))
+            rows += scored
     write_scores(rows, out_path)
     return rows
+
+
+def label_set_references(
+    reference: str | Path,
+    source: str,
+    registry: Mapping | None,
+    space: LabelSpace,
+    extra_references: Mapping[str, str] | None = None,
+) -> list[tuple[str, str]] | None:
+    """(dataset, reference file) pairs of one volume: the main label map as `source`, each further label file as
+    "<source>:<set>". None when a standardized folder holds no main label map (a quarantined volume).
+
+    In a standardized folder, label_<set>.nii.gz is read for each extra label set the registry names for the source;
+    `extra_references` adds files made elsewhere (the factory's atlas labels). A named extra file must exist.
+    """
+    path = Path(reference)
+    pairs = []
+    if path.is_dir():
+        if not (path / MAIN_LABEL_FILE).exists():
+            return None
+        pairs.append((source, str(path / MAIN_LABEL_FILE)))
+        for label_set in _registry_extra_sets(source, registry, space):
+            candidate = path / f"label_{label_set}.nii.gz"
+            if candidate.exists():
+                pairs.append((f"{source}{LABEL_SET_SEPARATOR}{label_set}", str(candidate)))
+    else:
+        pairs.append((source, str(path)))
+    for label_set, file in (extra_references or {}).items():
+        if not Path(file).exists():
+            raise EvaluationInputError(f"{file}: reference of label set {label_set!r} of {reference} not found")
+        pairs.append((f"{source}{LABEL_SET_SEPARATOR}{label_set}", str(file)))
+    return pairs
+
+
+def read_prediction(path, space: LabelSpace) -> PredictionLayers:
+    """A prediction as layers: one whole-body label map (key None), or, for a path with '{group}', one map per
+    group file that exists (group label ids converted to global ids). Groups overlap by design (body regions of
+    559 cover organs of 551), so a multi-group prediction is never flattened into one map; a class is scored on
+    the map of its structures' group, and on an empty map (a miss) when that group has no file.
+    """
+    path = str(path)
+    if GROUP_TOKEN not in path:
+        data, affine = _read_labels(path)
+        return PredictionLayers({None: (data, affine, path)}, lambda structure: None)
+    layers = {}
+    for group in space.groups:
+        group_path = path.replace(GROUP_TOKEN, str(group))
+        if not Path(group_path).exists():
+            continue
+        data, affine = _read_labels(group_path)
+        lookup = np.zeros(max(int(data.max()), len(space.group(group))) + 1, dtype=np.int32)
+        for structure in space.group(group):
+            lookup[structure.label_id] = structure.global_id
+        layers[group] = (lookup[data], affine, group_path)
+    if not layers:
+        raise EvaluationInputError(f"{path}: no group label map found for any group {space.groups}")
+    return PredictionLayers(layers, lambda structure: space.by_name(structure).group)
+
+
+def baseline_reader(mapping: BaselineMapping, space: LabelSpace) -> Callable[[str], PredictionLayers]:
+    """Read a baseline prediction task by task into unified ids; it covers the structures of the tasks present."""
+
+    def read(path: str) -> PredictionLayers:
+        files = baseline_task_files(path, mapping)
+        if not files:
+            raise EvaluationInputError(f"{path}: no baseline prediction file for any task {list(mapping.tasks)}")
+        maps = {}
+        for task, file in files.items():
+            data, affine = _read_labels(file)
+            try:
+                maps[task] = (to_unified(data, mapping, space, task), affine, file)
+            except BaselineError as exc:
+                raise EvaluationInputError(f"{file}: {exc}") from None
+        return PredictionLayers(maps, mapping.task_of, mapping.covered_by(files))
+
+    return read
 
 
 def cohort_reference_volumes(
@@ -185,8 +281,9 @@ def cohort_reference_volumes(
 ) -> None:
     """Reference volume table (volumes.py) from a cohort's references: per class, mean volume where present.
 
-    `references` are (label map or standardized directory, source) pairs; classes follow each source's
-    alignment, so a merged class (e.g. kidneys) gets its own entry.
+    `references` are (label map or standardized directory, source) pairs; classes follow each source's (and each
+    of its label sets') alignment, so a merged class (e.g. kidneys) gets its own entry. Unannotated slices hold no
+    class voxel, so sparse references need no slice selection here.
     """
     space = load_label_space(label_space_path) if label_space_path else load_label_space()
     config = load_alignment(alignment_path)
@@ -194,21 +291,18 @@ def cohort_reference_volumes(
     per_volume = []
     for reference, source in references:
         path = Path(reference)
-        path = path / "label.nii.gz" if path.is_dir() else path
-        if not path.exists():
+        pairs = label_set_references(path, source, registry, space) if path.is_dir() or path.exists() else None
+        if not pairs:
             log.warning("%s: no label map, skipped", path)
             continue
-        alignment = resolve_alignment(source, config, registry, space)
-        labels, affine = _read_labels(path)
-        spacing = _spacing(affine)
-        slices = annotated_slices(labels, alignment)
-        if slices is not None:
-            (labels,), spacing = restrict_to_slices([labels], slices, alignment.slice_axis, spacing)
-        voxel_ml = float(np.prod(spacing)) / 1000.0
-        counts = np.bincount(remap_to_classes(labels, [c.reference_values for c in alignment.classes]).ravel(),
-                             minlength=len(alignment.classes) + 1)  # fmt: skip
-        per_volume.append({c.name: counts[k] * voxel_ml for k, c in enumerate(alignment.classes, start=1)})
-    rows = compute_reference_volumes(per_volume, statistic=statistic, source=f"cohort ({len(per_volume)} volumes)")
+        for dataset, file in pairs:
+            alignment = resolve_alignment(dataset, config, registry, space)
+            labels, affine = _read_labels(file)
+            voxel_ml = float(np.prod(_spacing(affine))) / 1000.0
+            classes = [c.reference_values for c in alignment.classes]
+            counts = np.bincount(remap_to_classes(labels, classes).ravel(), minlength=len(classes) + 1)
+            per_volume.append({c.name: counts[k] * voxel_ml for k, c in enumerate(alignment.classes, start=1)})
+    rows = compute_reference_volumes(per_volume, statistic=statistic, source=f"cohort ({len(per_volume)} label maps)")
     write_reference_volumes(rows, out_path)
 
 
@@ -254,50 +348,47 @@ def _class_reference_volume(evaluation_class, table: Mapping[str, float]) -> flo
     return float(sum(values))
 
 
-GROUP_TOKEN = "{group}"
+def _score_layers(reference, affine, reference_path, layers: PredictionLayers, alignment: SourceAlignment,
+                  space: LabelSpace, tolerance_mm: float) -> dict:
+    """Raw scores of every class, each on its layer; classes of slice-stripped groups on the annotated slices."""
+    spacing = _spacing(affine)
+    spec = alignment.class_spec(space)
+    by_layer: dict = {}
+    for c in alignment.classes:
+        by_layer.setdefault(layers.layer_of(c.prediction_structures[0]), []).append(c)
+    slices = annotated_slices(reference, alignment)
+    unannotated = alignment.unannotated_value
+    ref_full = reference if unannotated is None else np.where(reference == unannotated, 0, reference)
+    raw = {}
+    for key, classes in by_layer.items():
+        if key in layers.maps:
+            prediction, pred_affine, pred_path = layers.maps[key]
+        else:  # the system has no map for these classes: scored as misses on an empty map
+            prediction, pred_affine, pred_path = np.zeros(reference.shape, np.uint8), affine, str(reference_path)
+        _check_same_grid(reference_path, reference.shape, affine, pred_path, prediction.shape, pred_affine)
+        stripped = [c for c in classes if slices is not None and alignment.strips_slices_for(_class_group(c, space))]
+        whole = [c for c in classes if c not in stripped]
+        if whole:
+            raw.update(score_label_maps(ref_full, prediction, spacing, {c.name: spec[c.name] for c in whole},
+                                        tolerance_mm))  # fmt: skip
+        if stripped:
+            (ref, pred), grid_spacing = restrict_to_slices([ref_full, prediction], slices, alignment.slice_axis,
+                                                            spacing)  # fmt: skip
+            raw.update(score_label_maps(ref, pred, grid_spacing, {c.name: spec[c.name] for c in stripped},
+                                        tolerance_mm))  # fmt: skip
+    return raw
 
 
-def _read_prediction(path, space: LabelSpace) -> dict:
-    """A prediction as layers: one whole-body label map (key None), or, for a path with '{group}', one map per
-    group file that exists (group label ids converted to global ids). Groups overlap by design (body regions of
-    559 cover organs of 551), so a multi-group prediction is never flattened into one map.
-    """
-    path = str(path)
-    if GROUP_TOKEN not in path:
-        data, affine = _read_labels(path)
-        return {None: (data, affine, path)}
-    layers = {}
-    for group in space.groups:
-        group_path = path.replace(GROUP_TOKEN, str(group))
-        if not Path(group_path).exists():
-            continue
-        data, affine = _read_labels(group_path)
-        lookup = np.zeros(max(int(data.max()), len(space.group(group))) + 1, dtype=np.int32)
-        for structure in space.group(group):
-            lookup[structure.label_id] = structure.global_id
-        layers[group] = (lookup[data], affine, group_path)
-    if not layers:
-        raise EvaluationInputError(f"{path}: no group label map found for any group {space.groups}")
-    return layers
+def _class_group(evaluation_class, space: LabelSpace) -> int:
+    return min(space.by_name(s).group for s in evaluation_class.prediction_structures)
 
 
-def _layered(layers: dict, spec: dict, space: LabelSpace) -> dict:
-    """Which layer scores which classes: a class is scored on the layer of its predicted structures' group; a
-    class whose group has no layer is scored on an empty map (a miss), like a whole-body map without it."""
-    if None in layers:
-        return {tuple(spec): layers[None]}
-    by_global = {s.global_id: s.group for s in space.structures}
-    any_layer = next(iter(layers.values()))
-    assigned: dict = {}
-    for name, (_, predicted) in spec.items():
-        groups = {by_global[g] for g in predicted}
-        group = min(groups)  # classes are built from one group's structures (unions like kidneys, lung lobes)
-        assigned.setdefault(group, []).append(name)
-    out = {}
-    for group, names in assigned.items():
-        data, affine, path = layers.get(group) or (np.zeros_like(any_layer[0]), any_layer[1], any_layer[2])
-        out[tuple(names)] = (data, affine, path)
-    return out
+def _registry_extra_sets(source: str, registry, space: LabelSpace) -> list[str]:
+    if registry is None or source not in registry:
+        return []
+    from cadsflow.gt.mapping import MAIN_LABEL_SET, label_sets
+
+    return [name for name in label_sets(registry[source], space) if name != MAIN_LABEL_SET]
 
 
 def _read_labels(path) -> tuple[np.ndarray, np.ndarray]:

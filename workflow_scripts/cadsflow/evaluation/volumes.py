@@ -1,18 +1,24 @@
-"""Reference volumes per structure and the paper's false-negative penalty and exclusion rules (Online Methods 5.1).
+"""Reference volumes per structure and the false-negative penalty and exclusion rules (Online Methods 5.1).
 
-A structure present in the reference is
-- excluded when its reference volume is under 10% of the structure's reference volume statistic (mostly outside
-  the field of view),
-- a true false negative when it exceeds 90% of it and the prediction has none of it: Dice = NSD = 0 and
-  HD = HD95 = the diagonal of the image's bounding box in mm,
-- "missed_partial" when the prediction has none of it but its volume is between 10% and 90%: the paper neither
-  penalises nor scores such cases, so they are reported and kept out of the statistics,
-- otherwise scored with the raw metrics.
-A structure absent from the reference is "absent" (both empty; no score, not a perfect one) or "false_positive"
-(Dice = NSD = 0, HD = HD95 = the diagonal penalty, reported but not part of the paper's statistics).
+Two readings of the rules, chosen by `rule` (config evaluation.false_negative_rule):
+
+- ``authors`` (default): what the authors' code computed the paper's tables with (murong-xu/CADS,
+  cads/utils/compute_metrics.py with the tolerance TOL_MISSING_VOLLUME_PERCENTAGE = 0.1 of
+  cads/dataset_utils/mappings.py). Only a structure the prediction *misses* is examined: it is ignored
+  ("excluded_small") when its reference volume is <= 10% of the structure's reference volume statistic, and
+  penalised otherwise ("false_negative": Dice = NSD = 0, HD = HD95 = the diagonal of the image's bounding box in
+  mm). A structure the prediction holds is always scored, however small its reference.
+- ``paper_text``: the Online Methods 5.1 wording. A structure present in the reference is excluded when its volume
+  is under 10% of the statistic, whether predicted or not; a missed one is a false negative only above 90% of it;
+  a missed one between 10% and 90% is "missed_partial" (neither penalised nor scored, kept out of the statistics).
+
+In both, a structure absent from the reference is "absent" (both empty; no score, not a perfect one) or
+"false_positive" (Dice = NSD = 0, HD = HD95 = the diagonal penalty, reported but not part of the statistics: the
+authors' tables were made without FP penalties).
 
 The paper's rule speaks of the organ's *average* volume and points to Table A.5, which lists *median* volumes (in
-voxels of the 1.5 mm isotropic CADS grid, as their magnitudes show: liver 430,341 x 3.375 mm^3 = 1.45 L).
+voxels of the 1.5 mm isotropic CADS grid, as their magnitudes show: liver 430,341 x 3.375 mm^3 = 1.45 L); the
+authors' code reads a median too (organ_volume_clipped_median.pkl in scripts/eval_splits.py).
 config/reference_volumes.tsv ships those medians converted to mL. ``compute_reference_volumes`` builds the same
 table (mean over the volumes containing the structure, as the text says) from any cohort's reference labels; the
 workflow can use either (config evaluation.reference_volumes).
@@ -32,6 +38,13 @@ from cadsflow.evaluation.metrics import RawScores
 
 FN_MIN_VOLUME_FRACTION = 0.90  # Online Methods 5.1: missed and > 90% of the average volume -> true false negative
 EXCLUDE_BELOW_VOLUME_FRACTION = 0.10  # Online Methods 5.1: reference volume < 10% of the average -> excluded
+# murong-xu/CADS dataset_utils/mappings.py TOL_MISSING_VOLLUME_PERCENTAGE; compute_metrics.py ignores a missed
+# structure when `volume <= avg_organ_volume * 0.1`
+AUTHORS_MISSED_IGNORE_FRACTION = 0.1
+AUTHORS_RULE = "authors"
+PAPER_TEXT_RULE = "paper_text"
+FALSE_NEGATIVE_RULES = (AUTHORS_RULE, PAPER_TEXT_RULE)
+DEFAULT_FALSE_NEGATIVE_RULE = AUTHORS_RULE  # the code produced the paper's tables
 
 SCORED = "scored"
 FALSE_NEGATIVE = "false_negative"
@@ -58,13 +71,19 @@ class StructureResult:
 
 
 def apply_paper_rules(
-    raw: RawScores, voxel_ml: float, reference_volume_ml: float | None, diagonal_mm: float
+    raw: RawScores,
+    voxel_ml: float,
+    reference_volume_ml: float | None,
+    diagonal_mm: float,
+    rule: str = DEFAULT_FALSE_NEGATIVE_RULE,
 ) -> StructureResult:
-    """Turn raw metrics into the paper's reported values and a status (see module docstring).
+    """Turn raw metrics into the reported values and a status under `rule` (see module docstring).
 
     `reference_volume_ml` None or NaN means no statistic is known: nothing is excluded and every miss is a false
     negative.
     """
+    if rule not in FALSE_NEGATIVE_RULES:
+        raise ValueError(f"false-negative rule must be one of {FALSE_NEGATIVE_RULES}, got {rule!r}")
     ref_ml = raw.ref_voxels * voxel_ml
     pred_ml = raw.pred_voxels * voxel_ml
     known = reference_volume_ml is not None and math.isfinite(reference_volume_ml) and reference_volume_ml > 0
@@ -78,6 +97,12 @@ def apply_paper_rules(
         if raw.pred_voxels == 0:
             return result(ABSENT, nan, nan, nan, nan)
         return result(FALSE_POSITIVE, 0.0, 0.0, diagonal_mm, diagonal_mm)
+    if rule == AUTHORS_RULE:
+        if raw.pred_voxels > 0:
+            return result(SCORED, raw.dice, raw.nsd, raw.hd, raw.hd95)
+        if known and ref_ml <= AUTHORS_MISSED_IGNORE_FRACTION * table_ml:
+            return result(EXCLUDED_SMALL, nan, nan, nan, nan)
+        return result(FALSE_NEGATIVE, 0.0, 0.0, diagonal_mm, diagonal_mm)
     if known and ref_ml < EXCLUDE_BELOW_VOLUME_FRACTION * table_ml:
         return result(EXCLUDED_SMALL, nan, nan, nan, nan)
     if raw.pred_voxels == 0:
