@@ -9,7 +9,14 @@ import pytest
 
 from cadsflow.evaluation.evaluate import SCORE_COLUMNS, write_scores
 from cadsflow.evaluation.report import REPORT_OUTPUTS, build_report
-from cadsflow.evaluation.statistics import bootstrap_ci, compare_paired, describe, summarize, summary_table
+from cadsflow.evaluation.statistics import (
+    BOOTSTRAP_SAMPLES,
+    bootstrap_ci,
+    compare_paired,
+    describe,
+    summarize,
+    summary_table,
+)
 
 pytestmark = pytest.mark.filterwarnings("ignore::RuntimeWarning")
 
@@ -28,16 +35,30 @@ def paired_scores(model_dice, baseline_dice, structure="liver", source="src", hd
     return scores_frame(rows)
 
 
-def test_describe_gives_mean_std_median_and_a_ci_around_the_mean():
-    stats = describe([1.0, 2.0, 3.0, 4.0, 10.0], n_boot=2000, seed=1)
-    assert (stats["n"], stats["mean"], stats["median"]) == (5, 4.0, 3.0)
-    assert stats["std"] == pytest.approx(np.std([1, 2, 3, 4, 10], ddof=1))
-    assert stats["ci_low"] < 4.0 < stats["ci_high"]
+def test_describe_gives_mean_std_median_and_the_bootstrap_interval_of_the_mean():
+    # resampling [0, 0, 0, 1]: the mean is k/4 with k ~ Binomial(4, 1/4); P(k = 0) = 0.32 > 2.5% and
+    # P(k <= 2) = 0.949 < 97.5% <= P(k <= 3) = 0.996, so the 95% interval is exactly (0, 0.75)
+    stats = describe([0.0, 0.0, 0.0, 1.0], seed=1)
+    assert (stats["n"], stats["mean"], stats["median"], stats["ci_low"], stats["ci_high"]) == (4, 0.25, 0.0, 0.0, 0.75)
+    assert stats["std"] == pytest.approx(0.5)  # sqrt(0.75 / 3)
 
 
-def test_bootstrap_ci_is_reproducible_with_a_seed_and_degenerate_for_constant_values():
+def test_bootstrap_interval_of_a_symmetric_sample_matches_the_normal_approximation():
+    x = np.linspace(0.0, 1.0, 100)
+    half_width = 1.96 * np.std(x) / np.sqrt(len(x))  # 0.0566: the bootstrap SE of the mean is std(ddof=0)/sqrt(n)
+    low, high = bootstrap_ci(x, seed=7)
+    assert low == pytest.approx(0.5 - half_width, abs=0.004) and high == pytest.approx(0.5 + half_width, abs=0.004)
+
+
+def test_bootstrap_defaults_to_the_authors_10000_samples_and_is_reproducible_with_a_seed():
+    import inspect
+
+    from cadsflow.evaluation.report import build_report
+
+    defaults = {f.__name__: inspect.signature(f).parameters["n_boot"].default for f in (describe, summarize, build_report)}
+    assert BOOTSTRAP_SAMPLES == 10_000 and set(defaults.values()) == {10_000}
     x = np.random.default_rng(0).normal(size=50)
-    assert bootstrap_ci(x, 500, seed=3) == bootstrap_ci(x, 500, seed=3)
+    assert bootstrap_ci(x, 500, seed=3) == bootstrap_ci(x, 500, seed=3) != bootstrap_ci(x, 500, seed=4)
     assert bootstrap_ci(np.full(7, 0.5), 500) == (0.5, 0.5)
 
 
@@ -69,15 +90,29 @@ def test_skewed_paired_differences_get_a_wilcoxon_test():
     assert row["test"] == "wilcoxon" and row["normality_p"] <= 0.05
 
 
-def test_p_values_are_holm_corrected_across_structures_per_metric():
+def three_structures():
     rng = np.random.default_rng(2)
     frames = []
     for k, shift in enumerate([0.05, 0.002, 0.0]):
         base = rng.uniform(0.6, 0.9, 20)
         frames.append(paired_scores(base + shift + rng.normal(0, 0.01, 20), base, structure=f"s{k}"))
-    table = compare_paired(pd.concat(frames)).query("metric == 'dice'").sort_values("structure")
+    return pd.concat(frames)
+
+
+def test_p_values_are_holm_corrected_across_structures_per_metric_on_request():
+    table = compare_paired(three_structures(), correction="holm").query("metric == 'dice'").sort_values("structure")
     _, expected = pg.multicomp(table["p_value"].to_numpy(), method="holm")
-    assert np.allclose(table["p_adjusted"], expected)
+    assert np.allclose(table["p_adjusted"], expected) and not np.allclose(table["p_adjusted"], table["p_value"])
+
+
+def test_p_values_are_uncorrected_by_default_as_the_authors_ran_their_tests():
+    table = compare_paired(three_structures()).query("metric == 'dice'")
+    assert table["p_value"].notna().all() and (table["p_adjusted"] == table["p_value"]).all()
+
+
+def test_an_unknown_correction_method_is_refused():
+    with pytest.raises(ValueError, match="correction.*'tukey'"):
+        compare_paired(three_structures(), correction="tukey")
 
 
 def test_better_system_reads_lower_distances_as_better():

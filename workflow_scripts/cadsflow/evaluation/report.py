@@ -20,6 +20,7 @@ from cadsflow.evaluation import plots
 from cadsflow.evaluation.statistics import (
     BASELINE,
     BOOTSTRAP_SAMPLES,
+    DEFAULT_CORRECTION,
     MODEL,
     SIGNIFICANCE_ALPHA,
     compare_paired,
@@ -36,7 +37,7 @@ def build_report(
     outputs: Mapping[str, str],
     n_boot: int = BOOTSTRAP_SAMPLES,
     seed: int = 0,
-    correction: str = "holm",
+    correction: str = DEFAULT_CORRECTION,
     alpha: float = SIGNIFICANCE_ALPHA,
     model: str = MODEL,
     baseline: str = BASELINE,
