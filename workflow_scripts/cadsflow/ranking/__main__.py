@@ -1,0 +1,41 @@
+"""python -m cadsflow.ranking: rank the flavors of every structure (Algorithm 1) and draw the selection chart."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m cadsflow.ranking", description=__doc__)
+    parser.add_argument("--scores", nargs="+", required=True,
+                        help="long score table(s): structure, group, flavor, volume_id, split_kind, dice, hd95")
+    parser.add_argument("--out", required=True, help="priority table to write (results/ranking/priority.tsv)")
+    parser.add_argument("--figure", help="PNG of the selection chart (structures x flavors, chosen marked)")
+    parser.add_argument("--config", help="flavor settings YAML (default: config/flavors.yaml)")
+    parser.add_argument("--log", help="log file (default: stderr)")
+    args = parser.parse_args(argv)
+
+    from cadsflow.logs import to_log
+    from cadsflow.ranking.figure import plot_priority
+    from cadsflow.ranking.tables import FLAVORS_YAML, load_ranking_settings, rank_scores, read_priority
+
+    def run():
+        settings = load_ranking_settings(args.config or FLAVORS_YAML)
+        decisions = rank_scores(args.scores, args.out, settings)
+        print(f"ranked {len(decisions)} structures -> {args.out}")
+        if args.figure:
+            plot_priority(read_priority(args.out), args.figure, settings)
+            print(f"selection chart -> {args.figure}")
+
+    if args.log:
+        with to_log(Path(args.log)):
+            run()
+    else:
+        run()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,203 @@
+"""The ranking's files: the long score table it reads, the priority table it writes, and its settings.
+
+Score table (TSV, one or several files): one row per structure, flavor and validation volume, columns
+``structure, group, flavor, volume_id, split_kind, dice, hd95`` (the metric columns are the settings' primary and
+secondary metrics), optionally ``status``: when present, only the rows whose status counts for the paper's
+statistics (cadsflow.evaluation.volumes.AGGREGATED_STATUSES: scored, false_negative) are used, as everywhere in
+the evaluation. ``split_kind`` is ``ID`` or ``OOD``; ``flavor`` one of the configured flavors. Non-finite metric
+values (NaN, inf) are not scores and are left out.
+
+Priority table (``results/ranking/priority.tsv``): one row per group and structure, with the priority order
+(``first``, ``second``, ``third``) and the decision trail: which split was used, n and means per flavor, the
+assumption tests' p-values, the omnibus and post-hoc tests with their p-values, the significant pairs, the points
+of each step, whether the secondary metric (HD95) was consulted and whether it decided, and a note for
+degenerate cases. See cadsflow.ranking.algorithm for the rule.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+import pandas as pd
+import yaml
+
+from cadsflow.atomic import atomic_path
+from cadsflow.evaluation.volumes import AGGREGATED_STATUSES
+from cadsflow.paths import CONFIG_DIR
+from cadsflow.ranking.algorithm import Decision, RankingSettings, SignificanceTest, rank_structure
+
+FLAVORS_YAML = CONFIG_DIR / "flavors.yaml"
+KEY_COLUMNS = ("structure", "group", "flavor", "volume_id", "split_kind")
+ORDINALS = ("first", "second", "third", "fourth", "fifth", "sixth")
+_SETTINGS_KEYS = {"alpha", "primary_metric", "secondary_metric", "preferred_split", "fallback_split", "test_choice",
+                  "posthoc", "dunn_p_adjust", "min_n", "align_volumes"}
+
+
+def rank_scores(paths: Sequence[str | Path], out: str | Path, settings: RankingSettings | None = None) -> list[Decision]:
+    """Read the score tables, rank every (group, structure), write the priority table; return the decisions."""
+    settings = settings or load_ranking_settings()
+    decisions = rank_table(read_scores(paths, settings), settings)
+    write_priority(decisions, out, settings)
+    return decisions
+
+
+def rank_table(scores: pd.DataFrame, settings: RankingSettings) -> list[Decision]:
+    """Algorithm 1 for every (group, structure) of a validated score table, in sorted order."""
+    return [rank_structure(rows, settings, str(group), str(structure))
+            for (group, structure), rows in scores.groupby(["group", "structure"], sort=True)]
+
+
+def read_scores(paths: Iterable[str | Path], settings: RankingSettings) -> pd.DataFrame:
+    """Concatenate and validate score tables; errors name the file and what is wrong in it."""
+    frames = [_read_one(Path(p), settings) for p in paths]
+    if not frames:
+        raise ValueError("no score tables given to the ranking")
+    scores = pd.concat(frames, ignore_index=True)
+    keys = ["group", "structure", "flavor", "split_kind", "volume_id"]
+    duplicated = scores[scores.duplicated(keys, keep=False)]
+    if len(duplicated):
+        first = duplicated.iloc[0]
+        raise ValueError(f"{first['_file']}: volume {first['volume_id']} is scored more than once for "
+                         f"{first['structure']} (group {first['group']}, flavor {first['flavor']}, "
+                         f"{first['split_kind']})")
+    return scores.drop(columns="_file")
+
+
+def write_priority(decisions: Sequence[Decision], out: str | Path, settings: RankingSettings) -> None:
+    """Write the priority table atomically (columns: module docstring)."""
+    table = priority_frame(decisions, settings)
+    with atomic_path(out) as tmp:
+        table.to_csv(tmp, sep="\t", index=False, na_rep="NaN")
+
+
+def priority_frame(decisions: Sequence[Decision], settings: RankingSettings) -> pd.DataFrame:
+    """The priority table as a DataFrame of strings, one row per decision."""
+    rows = [_row(d, settings) for d in decisions]
+    return pd.DataFrame(rows, columns=priority_columns(settings))
+
+
+def priority_columns(settings: RankingSettings) -> list[str]:
+    flavors, p, s = settings.flavors, settings.primary_metric, settings.secondary_metric
+    return [
+        "group", "structure", *ORDINALS[:len(flavors)], "split_kind",
+        *(f"n_{f}" for f in flavors), *(f"mean_{p}_{f}" for f in flavors), *(f"mean_{s}_{f}" for f in flavors),
+        *_test_columns(p), *(f"points_{p}_{f}" for f in flavors),
+        f"{s}_consulted", f"{s}_flavors", *_test_columns(s), *(f"points_total_{f}" for f in flavors),
+        "decided_by", f"{s}_decided", "note",
+    ]
+
+
+def read_priority(path: str | Path) -> pd.DataFrame:
+    """Read a priority table back (strings; numbers parsed where the caller needs them)."""
+    try:
+        return pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False)
+    except (OSError, pd.errors.ParserError) as exc:
+        raise ValueError(f"{path}: cannot read priority table ({exc})") from None
+
+
+def load_ranking_settings(path: str | Path = FLAVORS_YAML) -> RankingSettings:
+    """RankingSettings from the ``flavors`` list and the ``ranking`` section of config/flavors.yaml."""
+    try:
+        data = yaml.safe_load(Path(path).read_text()) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise ValueError(f"{path}: cannot read flavor settings ({exc})") from None
+    section = data.get("ranking")
+    if not isinstance(section, dict):
+        raise ValueError(f"{path}: expected a mapping 'ranking'")
+    unknown = set(section) - _SETTINGS_KEYS
+    if unknown:
+        raise ValueError(f"{path}: unknown key(s) in 'ranking': {', '.join(sorted(unknown))}")
+    kwargs = dict(section)
+    if "flavors" in data:
+        kwargs["flavors"] = tuple(data["flavors"])
+    try:
+        return RankingSettings(**kwargs)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{path}: {exc}") from None
+
+
+# -- helpers ---------------------------------------------------------------------------------------------------
+
+
+def _read_one(path: Path, settings: RankingSettings) -> pd.DataFrame:
+    metrics = (settings.primary_metric, settings.secondary_metric)
+    try:
+        frame = pd.read_csv(path, sep="\t", dtype={c: str for c in KEY_COLUMNS})
+    except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
+        raise ValueError(f"{path}: cannot read score table ({exc})") from None
+    missing = [c for c in (*KEY_COLUMNS, *metrics) if c not in frame.columns]
+    if missing:
+        raise ValueError(f"{path}: score table lacks column(s) {', '.join(missing)}")
+    if "status" in frame.columns:
+        frame = frame[frame["status"].isin(AGGREGATED_STATUSES)]
+    bad_flavors = sorted(set(frame["flavor"]) - set(settings.flavors))
+    if bad_flavors:
+        raise ValueError(f"{path}: unknown flavor(s) {', '.join(map(str, bad_flavors))} "
+                         f"(expected {', '.join(settings.flavors)})")
+    splits = {settings.preferred_split, settings.fallback_split}
+    bad_splits = sorted(set(frame["split_kind"]) - splits)
+    if bad_splits:
+        raise ValueError(f"{path}: unknown split_kind(s) {', '.join(map(str, bad_splits))} "
+                         f"(expected {' or '.join(sorted(splits))})")
+    for metric in metrics:
+        values = pd.to_numeric(frame[metric], errors="coerce")
+        unreadable = frame[metric].notna() & values.isna()
+        if unreadable.any():
+            raise ValueError(f"{path}: {metric} is not a number for volume "
+                             f"{frame.loc[unreadable, 'volume_id'].iloc[0]}: {frame.loc[unreadable, metric].iloc[0]!r}")
+        frame[metric] = values.astype(float)
+    frame = frame[list(KEY_COLUMNS) + list(metrics)].copy()
+    frame["_file"] = str(path)
+    return frame
+
+
+def _row(d: Decision, settings: RankingSettings) -> dict[str, str]:
+    flavors, p, s = settings.flavors, settings.primary_metric, settings.secondary_metric
+    row = {"group": d.group, "structure": d.structure, "split_kind": d.split_kind,
+           "decided_by": d.decided_by, f"{s}_decided": _bool(d.secondary_decided), "note": _join(d.note, *(
+               t.note for t in (d.primary, d.secondary) if t is not None and t.note))}
+    row.update({ORDINALS[i]: f for i, f in enumerate(d.order)})
+    for f in flavors:
+        row[f"n_{f}"] = str(d.n[f])
+        row[f"mean_{p}_{f}"] = _num(d.mean_primary[f])
+        row[f"mean_{s}_{f}"] = _num(d.mean_secondary[f])
+        row[f"points_{p}_{f}"] = str(d.primary_points[f])
+        row[f"points_total_{f}"] = str(d.total_points[f])
+    row.update(_test_fields(p, d.primary))
+    row.update(_test_fields(s, d.secondary))
+    row[f"{s}_consulted"] = _bool(d.secondary is not None)
+    row[f"{s}_flavors"] = ",".join(d.secondary.flavors) if d.secondary is not None else ""
+    return row
+
+
+def _test_columns(metric: str) -> list[str]:
+    return [f"{metric}_{c}" for c in ("shapiro_p", "levene_p", "test", "p", "posthoc", "pair_p", "significant")]
+
+
+def _test_fields(metric: str, t: SignificanceTest | None) -> dict[str, str]:
+    if t is None:
+        return {c: "" for c in _test_columns(metric)}
+    return {
+        f"{metric}_shapiro_p": ";".join(f"{f}={_num(p)}" for f, p in t.shapiro_p.items()),
+        f"{metric}_levene_p": _num(t.levene_p),
+        f"{metric}_test": t.omnibus,
+        f"{metric}_p": _num(t.omnibus_p),
+        f"{metric}_posthoc": t.posthoc,
+        f"{metric}_pair_p": ";".join(f"{a}-{b}={_num(p)}" for (a, b), p in t.pair_p.items()),
+        f"{metric}_significant": ";".join(f"{a}>{b}" for a, b in t.wins),
+    }
+
+
+def _num(x: float) -> str:
+    return "NaN" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{float(x):.6g}"
+
+
+def _bool(x: bool) -> str:
+    return "true" if x else "false"
+
+
+def _join(*parts: str) -> str:
+    return "; ".join(dict.fromkeys(p for p in parts if p))
+
