@@ -52,7 +52,8 @@ def plot_priority(priority: pd.DataFrame, out: str | Path, settings: RankingSett
         for c in range(len(data.flavors)):
             chosen = c == data.chosen[r]
             label = f"{data.places[r, c]}\u2605" if chosen else str(data.places[r, c])
-            ax.text(c, r, label, ha="center", va="center", fontsize=8, color="white" if chosen else "black",
+            colour = image.cmap(image.norm(data.values[r, c])) if np.isfinite(data.values[r, c]) else (1, 1, 1, 1)
+            ax.text(c, r, label, ha="center", va="center", fontsize=8, color=_text_colour(colour),
                     fontweight="bold" if chosen else "normal")
         ax.add_patch(plt.Rectangle((data.chosen[r] - 0.5, r - 0.5), 1, 1, fill=False, edgecolor="red", linewidth=1.5))
     ax.set_xticks(range(len(data.flavors)), data.flavors)
@@ -82,6 +83,12 @@ def heatmap_data(priority: pd.DataFrame, settings: RankingSettings) -> HeatmapDa
     shape = (len(rows), len(flavors))
     return HeatmapData(rows, flavors, np.array(values, dtype=float).reshape(shape),
                        np.array(places, dtype=int).reshape(shape), np.array(chosen, dtype=int))
+
+
+def _text_colour(rgba) -> str:
+    """Black on light cells, white on dark ones (relative luminance, ITU-R BT.709 weights)."""
+    red, green, blue = rgba[:3]
+    return "black" if 0.2126 * red + 0.7152 * green + 0.0722 * blue > 0.45 else "white"
 
 
 def _vmin(values: np.ndarray) -> float:

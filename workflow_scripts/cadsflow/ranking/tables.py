@@ -59,8 +59,9 @@ def read_scores(paths: Iterable[str | Path], settings: RankingSettings) -> pd.Da
     duplicated = scores[scores.duplicated(keys, keep=False)]
     if len(duplicated):
         first = duplicated.iloc[0]
-        raise ValueError(f"{first['_file']}: volume {first['volume_id']} is scored more than once for "
-                         f"{first['structure']} (group {first['group']}, flavor {first['flavor']}, "
+        same = duplicated[(duplicated[keys] == first[keys]).all(axis=1)]
+        raise ValueError(f"{', '.join(dict.fromkeys(same['_file']))}: volume {first['volume_id']} is scored more "
+                         f"than once for {first['structure']} (group {first['group']}, flavor {first['flavor']}, "
                          f"{first['split_kind']})")
     return scores.drop(columns="_file")
 
