@@ -8,16 +8,21 @@ from cadsflow.pseudolabel.postprocess import (
     BRAIN_BOX_HALF_SIZE,
     BRAIN_MIN_VOXELS,
     HEAD_NECK_BOX_HALF_SIZE,
+    HEAD_NECK_BRAIN_BOX,
+    HEAD_NECK_NONE,
+    HEAD_NECK_VERTEBRAE,
     POSTPROCESSING_YAML,
     BrainGate,
     CleanupRules,
     PostprocessingError,
     brain_gate,
     brain_label_id,
+    clean_components,
     crop_to_head_box,
     keep_largest_components,
     load_cleanup_rules,
     refine_head_labels,
+    refine_head_neck_labels,
 )
 
 SPACE = load_label_space()
@@ -75,11 +80,12 @@ def test_head_box_keeps_voxels_on_its_edges_and_drops_the_next_ones(axis, half_s
     assert kept.sum() == 2 * h + 1
 
 
-def test_head_box_is_clipped_at_the_volume_border():
-    labels = np.ones((50, 60, 70), dtype=np.uint8)
-    kept = crop_to_head_box(labels, (3, 57, 10), HEAD_NECK_BOX_HALF_SIZE)
-    assert kept.shape == labels.shape
-    assert kept.all()  # the box reaches past every border, so nothing inside the volume is cropped
+def test_head_box_is_clipped_at_the_volume_border_and_crops_inside_it():
+    labels = np.ones((10, 12, 30), dtype=np.uint8)
+    kept = crop_to_head_box(labels, (1, 10, 4), (3, 4, 5))  # box x -2..4, y 6..14, z -1..9
+    expected = np.zeros_like(labels)
+    expected[0:5, 6:12, 0:10] = 1  # clipped at x = 0, y = 11 and z = 0; cropped at x = 4, y = 6, z = 9
+    assert np.array_equal(kept, expected) and kept.sum() == 5 * 6 * 10
 
 
 def test_head_box_uses_the_group_specific_half_size():
@@ -151,8 +157,121 @@ def test_cleanup_table_with_a_non_positive_count_is_rejected(tmp_path):
         load_cleanup_rules(551, table, SPACE)
 
 
-def test_shipped_cleanup_table_is_valid_for_every_group():
-    rules = {g: load_cleanup_rules(g, POSTPROCESSING_YAML, SPACE) for g in SPACE.groups}
-    assert rules[551].keep_largest[SPACE.by_name("liver").label_id] == 1
-    assert rules[557].keep_largest[SPACE.by_name("eye balls").label_id] == 2
-    assert rules[559].keep_largest == {}  # tissue classes are left as predicted
+def g(group, name):
+    return SPACE.group_label_map(group)[name]
+
+
+def cube(labels, corner, size, value):
+    x, y, z = corner
+    a, b, c = size
+    labels[x:x + a, y:y + b, z:z + c] = value
+
+
+def test_shipped_table_cleans_only_the_authors_groups_551_553_554_556_559():
+    rules = {group: load_cleanup_rules(group, POSTPROCESSING_YAML, SPACE) for group in SPACE.groups}
+    assert {group for group, r in rules.items() if r.labels()} == {551, 553, 554, 556, 559}
+    assert rules[551].min_voxels[g(551, "liver")] == 2200 and rules[559].min_voxels[g(559, "muscle")] == 4000
+
+
+def test_min_voxels_keeps_every_large_enough_component_when_no_cap_is_set():
+    """liver (min 2200, no cap): two bodies of 3000 and 2500 voxels both stay; one of 2000 goes."""
+    labels = np.zeros((60, 40, 30), np.uint8)
+    cube(labels, (0, 0, 0), (20, 15, 10), g(551, "liver"))  # 3000
+    cube(labels, (30, 0, 0), (25, 10, 10), g(551, "liver"))  # 2500
+    cube(labels, (0, 20, 15), (20, 10, 10), g(551, "liver"))  # 2000 < 2200
+    out = clean_components(labels, load_cleanup_rules(551, POSTPROCESSING_YAML, SPACE))
+    assert (out == g(551, "liver")).sum() == 5500 and not out[0:20, 20:30, 15:25].any()
+
+
+def test_min_voxels_removes_a_structure_whose_largest_component_is_too_small():
+    labels = np.zeros((30, 30, 30), np.uint8)
+    cube(labels, (0, 0, 0), (10, 10, 10), g(551, "spleen"))  # 1000: kept (not smaller than 1000)
+    cube(labels, (15, 15, 15), (9, 10, 10), g(551, "kidney_left"))  # 900 < 1000: the whole kidney goes
+    out = clean_components(labels, load_cleanup_rules(551, POSTPROCESSING_YAML, SPACE))
+    assert (out == g(551, "spleen")).sum() == 1000 and not (out == g(551, "kidney_left")).any()
+
+
+def test_keep_largest_caps_components_only_for_the_structures_it_is_set_for():
+    """sternum (cap 1, min 1500): the second body of 1600 goes; rectum (min 1000, no cap): both of 1200 stay."""
+    labels = np.zeros((60, 60, 20), np.uint8)
+    cube(labels, (0, 0, 0), (20, 10, 10), g(556, "sternum"))  # 2000
+    cube(labels, (30, 0, 0), (16, 10, 10), g(556, "sternum"))  # 1600
+    cube(labels, (0, 30, 0), (12, 10, 10), g(556, "rectum"))  # 1200
+    cube(labels, (30, 30, 0), (12, 10, 10), g(556, "rectum"))  # 1200
+    out = clean_components(labels, load_cleanup_rules(556, POSTPROCESSING_YAML, SPACE))
+    assert (out == g(556, "sternum")).sum() == 2000 and (out == g(556, "rectum")).sum() == 2400
+
+
+def test_mammary_gland_holes_are_filled_even_where_another_label_was_predicted():
+    labels = np.zeros((20, 20, 20), np.uint8)
+    cube(labels, (2, 2, 2), (10, 10, 10), g(556, "left_mammary_gland"))
+    labels[5:9, 5:9, 5:9] = 0  # a closed cavity: 64 voxels
+    labels[6, 6, 6] = g(556, "sternum")  # a stray voxel of another label inside it
+    out = clean_components(labels, load_cleanup_rules(556, POSTPROCESSING_YAML, SPACE))
+    assert (out == g(556, "left_mammary_gland")).sum() == 1000 and not (out == g(556, "sternum")).any()
+
+
+def test_convex_hull_rule_closes_an_axial_concavity_after_erosion(tmp_path):
+    table = tmp_path / "pp.yaml"
+    table.write_text("structures:\n  heart: {convex_hull: 1}\n")
+    labels = np.zeros((12, 12, 5), np.uint8)
+    labels[1:11, 1:11, 1:4] = g(556, "heart")
+    labels[4:8, 7:11, 1:4] = 0  # a notch open to one side
+    out = clean_components(labels, load_cleanup_rules(556, table, SPACE))
+    # eroded once (26-neighbourhood): only the middle slice z = 2 survives, x 2..9, y 2..9 minus the notch grown
+    # by one voxel (x 3..8, y >= 6); its convex hull is the square x 2..9, y 2..9, which closes the notch there
+    assert np.array_equal(out[2:10, 2:10, 2], np.full((8, 8), g(556, "heart")))
+    assert np.array_equal(out[:, :, 1], labels[:, :, 1])  # eroded away there: nothing is hulled
+
+
+def test_min_voxels_are_rescaled_from_the_authors_1p5_mm_grid_to_the_map_spacing():
+    labels = np.zeros((20, 20, 20), np.uint8)
+    cube(labels, (0, 0, 0), (5, 5, 5), g(551, "spleen"))  # 125 voxels at 3 mm = 1000 voxels at 1.5 mm
+    rules = load_cleanup_rules(551, POSTPROCESSING_YAML, SPACE)
+    assert (clean_components(labels, rules, spacing=(3.0, 3.0, 3.0)) == g(551, "spleen")).sum() == 125
+    assert not clean_components(labels, rules).any()  # counted as 1.5 mm voxels: 125 < 1000
+
+
+def test_cleanup_rule_with_an_unknown_key_is_rejected_naming_the_structure(tmp_path):
+    table = tmp_path / "pp.yaml"
+    table.write_text("structures:\n  liver: {autofix: 10}\n")
+    with pytest.raises(PostprocessingError, match=r"pp\.yaml.*liver"):
+        load_cleanup_rules(551, table, SPACE)
+
+
+def test_the_former_name_is_the_same_clean_up():
+    assert keep_largest_components is clean_components
+
+
+# -- group 558 without a brain (authors: postprocess_head_and_neck) ---------------------------------------------
+
+
+def vertebrae_map(shape, name, z_range):
+    labels = np.zeros(shape, np.uint8)
+    labels[4:8, 4:8, z_range[0]:z_range[1]] = g(552, name)
+    return labels
+
+
+def test_head_neck_without_brain_keeps_everything_above_the_lowest_upper_vertebra():
+    shape = (12, 12, 40)
+    head_neck = np.ones(shape, np.uint8)
+    vertebrae = vertebrae_map(shape, "vertebrae_C5", (20, 25)) | vertebrae_map(shape, "vertebrae_T3", (12, 16))
+    gate = BrainGate(voxels=BRAIN_MIN_VOXELS - 1, centroid=(6.0, 6.0, 39.0))
+    kept, mode = refine_head_neck_labels(head_neck, gate, vertebrae, SPACE)
+    assert mode == HEAD_NECK_VERTEBRAE and not kept[:, :, :12].any() and kept[:, :, 12:].all()
+
+
+def test_head_neck_without_brain_or_upper_vertebrae_is_dropped():
+    shape = (12, 12, 40)
+    gate = BrainGate(voxels=0, centroid=None)
+    lumbar = vertebrae_map(shape, "vertebrae_L2", (0, 10))  # below T4: not a neck
+    kept, mode = refine_head_neck_labels(np.ones(shape, np.uint8), gate, lumbar, SPACE)
+    assert mode == HEAD_NECK_NONE and not kept.any()
+    assert refine_head_neck_labels(np.ones(shape, np.uint8), gate, None, SPACE)[1] == HEAD_NECK_NONE
+
+
+def test_head_neck_with_a_brain_uses_the_brain_box_and_ignores_the_vertebrae():
+    labels = np.ones((1, 1, 2 * 200 + 11), np.uint8)
+    gate = BrainGate(voxels=BRAIN_MIN_VOXELS, centroid=(0.0, 0.0, 205.0))
+    kept, mode = refine_head_neck_labels(labels, gate, None, SPACE)
+    assert mode == HEAD_NECK_BRAIN_BOX and kept.reshape(-1).nonzero()[0][[0, -1]].tolist() == [5, 405]

@@ -3,16 +3,22 @@
 Head refinement (Online Methods 3.1): the head specialists (557 brain structures, 558 head-and-neck structures) were
 trained on head images only and hallucinate elsewhere. A volume whose predicted brain (group 553, `brain`) has
 fewer than BRAIN_MIN_VOXELS voxels gets no head pseudo-labels; otherwise head predictions are kept only inside a
-box around the brain centroid. Arrays are label maps on the standardized RAS grid, axes (x, y, z) as nibabel
-reads them, so the box half-sizes are in voxels of that grid along x, y and z.
+box around the brain centroid. Group 558 has a fallback the authors' code adds (murong-xu/CADS
+dataset_utils/postprocessing.py, postprocess_head_and_neck): without a brain, its predictions are kept from the
+lowest slice of the upper vertebrae predicted by group 552 up to the top of the volume (a neck without a head),
+and dropped when there are none. Arrays are label maps on the standardized RAS grid, axes (x, y, z) as nibabel
+reads them, so the box half-sizes are in voxels of that grid along x, y and z, and z grows upwards.
 
-Connected components: which structures keep how many of their largest components is data
-(config/postprocessing.yaml), not code.
+Connected-component clean-up (the authors' `labels_info` in dataset_utils/postprocessing.py, applied by
+postprocess_seg_TPTBox to groups 551, 553, 554, 556 and 559 only) is data in config/postprocessing.yaml: per
+structure a minimum component size, a cap on the number of components, hole filling and a convex hull; see
+``clean_components`` for the order of the steps.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +37,15 @@ BRAIN_GROUP = 553  # the group whose `brain` prediction gates and centres the he
 BRAIN_STRUCTURE = "brain"
 HEAD_GROUP_BOX = {557: BRAIN_BOX_HALF_SIZE, 558: HEAD_NECK_BOX_HALF_SIZE}  # 557: brain, 558: head and neck
 CONNECTIVITY = {6: 1, 18: 2, 26: 3}  # neighbourhood size -> scipy.ndimage.generate_binary_structure rank
+VERTEBRAE_GROUP = 552
+# postprocess_head_and_neck: `for vertebrae_class in range(14, 25)` of group 552's label map, i.e. T4..T1 and C7..C1
+# (the code's comment says "cervical"; the range also holds the four upper thoracic vertebrae)
+NECK_VERTEBRAE = ("vertebrae_T4", "vertebrae_T3", "vertebrae_T2", "vertebrae_T1", "vertebrae_C7", "vertebrae_C6",
+                  "vertebrae_C5", "vertebrae_C4", "vertebrae_C3", "vertebrae_C2", "vertebrae_C1")  # fmt: skip
+HEAD_NECK_BRAIN_BOX, HEAD_NECK_VERTEBRAE, HEAD_NECK_NONE = "brain_box", "neck_vertebrae", "no_head_or_neck"
+AUTHORS_VOXEL_MM = 1.5  # the grid the authors' component sizes are counted on (their 1.5 mm CADS grid)
+RULE_KEYS = ("min_voxels", "keep_largest", "fill_holes", "convex_hull")
+SUPERIOR_AXIS, RIGHT_AXIS, ANTERIOR_AXIS = 2, 0, 1  # RAS grid: hole filling slice-wise along S, R, A
 
 
 class PostprocessingError(ValueError):
@@ -55,10 +70,17 @@ class BrainGate:
 
 @dataclass(frozen=True)
 class CleanupRules:
-    """Per group-label id: how many largest connected components to keep."""
+    """Per group-label id: the component cap (`keep_largest`), the minimum component size in voxels of the
+    AUTHORS_VOXEL_MM grid (`min_voxels`), hole filling and the convex hull's erosion depth (`convex_hull`)."""
 
     keep_largest: dict[int, int]
     connectivity: int = 26
+    min_voxels: dict[int, int] = field(default_factory=dict)
+    fill_holes: frozenset[int] = frozenset()
+    convex_hull: dict[int, int] = field(default_factory=dict)
+
+    def labels(self) -> list[int]:
+        return sorted({*self.keep_largest, *self.min_voxels, *self.fill_holes, *self.convex_hull})
 
 
 def is_head_group(group: int) -> bool:
@@ -105,9 +127,45 @@ def refine_head_labels(group: int, labels: np.ndarray, gate: BrainGate) -> np.nd
     return crop_to_head_box(labels, gate.centroid, HEAD_GROUP_BOX[group])
 
 
+def refine_head_neck_labels(
+    labels: np.ndarray, gate: BrainGate, vertebrae: np.ndarray | None, space: LabelSpace | None = None
+) -> tuple[np.ndarray, str]:
+    """Group 558 as the authors refine it: the brain box when the brain gate passes; else, given group 552's
+    label map of the volume, everything from the lowest axial slice holding one of NECK_VERTEBRAE up to the top;
+    else nothing. Returns the label map and which case applied (HEAD_NECK_*).
+
+    `vertebrae` is needed only when the gate fails (the authors predict group 552 only then); None there means no
+    group-552 map, and the head-and-neck labels are dropped as without a neck.
+    """
+    if gate.passes:
+        return crop_to_head_box(labels, gate.centroid, HEAD_GROUP_BOX[558]), HEAD_NECK_BRAIN_BOX
+    if vertebrae is None:
+        return np.zeros_like(labels), HEAD_NECK_NONE
+    if vertebrae.shape != labels.shape:
+        raise ValueError(f"group 552 map of shape {vertebrae.shape} is not on the grid of the group 558 map "
+                         f"{labels.shape}")
+    lowest = neck_floor_slice(vertebrae, space)
+    if lowest is None:
+        return np.zeros_like(labels), HEAD_NECK_NONE
+    kept = np.zeros_like(labels)
+    kept[:, :, lowest:] = labels[:, :, lowest:]
+    return kept, HEAD_NECK_VERTEBRAE
+
+
+def neck_floor_slice(vertebrae: np.ndarray, space: LabelSpace | None = None) -> int | None:
+    """The lowest axial (z) index holding one of NECK_VERTEBRAE in a group-552 label map, None without any."""
+    space = space or load_label_space()
+    ids = [space.group_label_map(VERTEBRAE_GROUP)[name] for name in NECK_VERTEBRAE]
+    slices = np.flatnonzero(np.isin(vertebrae, ids).any(axis=(0, 1)))
+    return int(slices[0]) if slices.size else None
+
+
 def load_cleanup_rules(group: int, path: str | Path = POSTPROCESSING_YAML,
                        space: LabelSpace | None = None) -> CleanupRules:
-    """The clean-up rules of one group, keyed by the group's label ids; raise naming the file on any defect."""
+    """The clean-up rules of one group, keyed by the group's label ids; raise naming the file on any defect.
+
+    A group not in the table's `groups` gets no rules (the authors clean up 551, 553, 554, 556 and 559 only).
+    """
     path = Path(path)
     space = space or load_label_space()
     try:
@@ -117,36 +175,118 @@ def load_cleanup_rules(group: int, path: str | Path = POSTPROCESSING_YAML,
     connectivity = table.get("connectivity", 26)
     if connectivity not in CONNECTIVITY:
         raise PostprocessingError(f"{path}: connectivity must be one of {sorted(CONNECTIVITY)}, got {connectivity!r}")
-    keep: dict[int, int] = {}
-    for name, rule in (table.get("structures") or {}).items():
-        try:
-            structure = space.by_name(name)
-        except KeyError:
-            raise PostprocessingError(f"{path}: structure {name!r} is not in the label space") from None
-        count = (rule or {}).get("keep_largest") if isinstance(rule, dict) else None
-        if set(rule or {}) - {"keep_largest"} or not isinstance(count, int) or isinstance(count, bool) or count < 1:
-            raise PostprocessingError(f"{path}: structure {name!r}: expected {{keep_largest: N}} with N >= 1, "
-                                      f"got {rule!r}")
-        if structure.group == group:
-            keep[structure.label_id] = count
-    return CleanupRules(keep_largest=keep, connectivity=connectivity)
+    groups = table.get("groups", list(space.groups))
+    if not isinstance(groups, list) or set(groups) - set(space.groups):
+        raise PostprocessingError(f"{path}: groups must be a list of group ids of {space.groups}, got {groups!r}")
+    parsed = {name: _parse_rule(path, name, rule, space) for name, rule in (table.get("structures") or {}).items()}
+    if group not in groups:
+        return CleanupRules(keep_largest={}, connectivity=connectivity)
+    keep, minimum, fill, hull = {}, {}, set(), {}
+    for name, rule in parsed.items():
+        structure = space.by_name(name)
+        if structure.group != group:
+            continue
+        label = structure.label_id
+        if "keep_largest" in rule:
+            keep[label] = rule["keep_largest"]
+        if rule.get("min_voxels"):
+            minimum[label] = rule["min_voxels"]
+        if rule.get("fill_holes"):
+            fill.add(label)
+        if rule.get("convex_hull"):
+            hull[label] = rule["convex_hull"]
+    return CleanupRules(keep, connectivity, minimum, frozenset(fill), hull)
 
 
-def keep_largest_components(labels: np.ndarray, rules: CleanupRules) -> np.ndarray:
-    """For each label with a rule, keep its N largest connected components; other voxels of it become 0."""
+def clean_components(labels: np.ndarray, rules: CleanupRules, spacing=None) -> np.ndarray:
+    """The authors' clean-up (postprocess_seg_TPTBox), label by label in ascending id order:
+
+    1. fill holes (when set): in 3-D, then slice-wise along S, R and A, then in 3-D again; the holes become the
+       label whatever they held;
+    2. connected components of the label (the table's connectivity, 26), largest first: a component is removed
+       when it ranks beyond `keep_largest` or is smaller than `min_voxels` (and with it every smaller one);
+    3. convex hull (when set): the label's mask eroded `convex_hull` times, hulled slice by axial slice, and the
+       hull set to the label.
+    `spacing` (mm) rescales `min_voxels` from the authors' 1.5 mm grid to this grid; None: counted as given.
+    """
     out = labels.copy()
+    scale = 1.0 if spacing is None else AUTHORS_VOXEL_MM**3 / float(np.prod(np.asarray(spacing, dtype=float)))
     structure = ndimage.generate_binary_structure(3, CONNECTIVITY[rules.connectivity])
-    present = set(np.unique(labels).tolist())
-    for label_id, count in sorted(rules.keep_largest.items()):
-        if label_id not in present:
+    for label_id in rules.labels():
+        if not np.any(out == label_id):
             continue
-        box = ndimage.find_objects((labels == label_id).astype(np.uint8))[0]  # work inside the label's bounding box
-        mask = labels[box] == label_id
-        components, n = ndimage.label(mask, structure=structure)
-        if n <= count:
-            continue
-        sizes = np.bincount(components.ravel())[1:]
-        keep_ids = np.argsort(sizes, kind="stable")[::-1][:count] + 1
-        drop = mask & ~np.isin(components, keep_ids)
-        out[box][drop] = 0
+        if label_id in rules.fill_holes:
+            out = _fill_holes(out, label_id)
+        minimum = math.ceil(rules.min_voxels.get(label_id, 0) * scale)
+        out = _filter_components(out, label_id, rules.keep_largest.get(label_id), minimum, structure)
+        if rules.convex_hull.get(label_id):
+            out = _convex_hull(out, label_id, rules.convex_hull[label_id])
+    return out
+
+
+# The former name: infer.py calls the clean-up by it.
+keep_largest_components = clean_components
+
+
+# -- helpers ---------------------------------------------------------------------------------------------------
+
+
+def _parse_rule(path: Path, name: str, rule, space: LabelSpace) -> dict:
+    try:
+        space.by_name(name)
+    except KeyError:
+        raise PostprocessingError(f"{path}: structure {name!r} is not in the label space") from None
+    if not isinstance(rule, dict) or not rule or set(rule) - set(RULE_KEYS):
+        raise PostprocessingError(f"{path}: structure {name!r}: expected a mapping of {RULE_KEYS}, got {rule!r}")
+    for key in ("keep_largest", "min_voxels", "convex_hull"):
+        value = rule.get(key)
+        lowest = 1 if key == "keep_largest" else 0
+        if key in rule and (not isinstance(value, int) or isinstance(value, bool) or value < lowest):
+            raise PostprocessingError(
+                f"{path}: structure {name!r}: {key} must be an integer >= {lowest}, got {value!r}"
+            )
+    if "fill_holes" in rule and not isinstance(rule["fill_holes"], bool):
+        raise PostprocessingError(f"{path}: structure {name!r}: fill_holes must be true or false")
+    return rule
+
+
+def _filter_components(labels: np.ndarray, label_id: int, keep: int | None, minimum: int, structure) -> np.ndarray:
+    if keep is None and minimum <= 0:
+        return labels
+    box = ndimage.find_objects((labels == label_id).astype(np.uint8))[0]  # work inside the label's bounding box
+    mask = labels[box] == label_id
+    components, n = ndimage.label(mask, structure=structure)
+    sizes = np.bincount(components.ravel(), minlength=n + 1)[1:]
+    order = np.argsort(-sizes, kind="stable")  # largest first; ties by component order
+    rank = np.empty(n, dtype=int)
+    rank[order] = np.arange(n)
+    kept = (sizes >= minimum) & (rank < (keep if keep is not None else n))
+    if kept.all():
+        return labels
+    out = labels.copy()
+    out[box][mask & ~np.concatenate([[False], kept])[components]] = 0
+    return out
+
+
+def _fill_holes(labels: np.ndarray, label_id: int) -> np.ndarray:
+    """np_fill_holes of the authors' code, 3-D, along S, R, A, then 3-D: each pass fills the holes of the mask."""
+    out = labels.copy()
+    for axis in (None, SUPERIOR_AXIS, RIGHT_AXIS, ANTERIOR_AXIS, None):
+        mask = out == label_id
+        if axis is None:
+            filled = ndimage.binary_fill_holes(mask)
+        else:
+            moved = np.moveaxis(mask, axis, 0)
+            filled = np.moveaxis(np.stack([ndimage.binary_fill_holes(s) for s in moved]), 0, axis)
+        out[filled & ~mask] = label_id
+    return out
+
+
+def _convex_hull(labels: np.ndarray, label_id: int, erode: int) -> np.ndarray:
+    from skimage.morphology import convex_hull_image
+
+    eroded = ndimage.binary_erosion(labels == label_id, ndimage.generate_binary_structure(3, 3), iterations=erode)
+    out = labels.copy()
+    for z in np.flatnonzero(eroded.any(axis=(0, 1))):
+        out[:, :, z][convex_hull_image(eroded[:, :, z])] = label_id
     return out
