@@ -48,12 +48,7 @@ def load_checked_label(
 ) -> LoadedVolume:
     vol = _read(path, max_bytes)
     vol.data = _as_3d(vol.data, path)
-    if vol.data.shape != image.data.shape:
-        raise QuarantineError(
-            f"label grid {vol.data.shape} differs from image grid {image.data.shape}", path
-        )
-    if not np.allclose(vol.affine, image.affine, atol=GRID_TOLERANCE_MM):
-        raise QuarantineError("label affine differs from image affine (not on the same grid)", path)
+    vol = _on_image_grid(vol, image, path)
     _check_finite(vol.data, path)
     if not np.issubdtype(vol.data.dtype, np.integer):
         vol.data = _whole_labels(vol.data, path)
@@ -67,6 +62,33 @@ def load_checked_label(
                 path,
             )
     return vol
+
+
+def _on_image_grid(label: LoadedVolume, image: LoadedVolume, path: str) -> LoadedVolume:
+    """The label in the image's voxel order. A label written by another converter (rows flipped, axes in another
+    order) describes the same voxel centres with another affine: it is reoriented onto the image's grid. Only a
+    label whose voxel centres really differ is refused, with the largest distance between corresponding centres."""
+    if label.data.shape == image.data.shape and np.allclose(label.affine, image.affine, atol=GRID_TOLERANCE_MM):
+        return label
+    import nibabel as nib
+
+    transform = nib.orientations.ornt_transform(nib.io_orientation(label.affine), nib.io_orientation(image.affine))
+    data = nib.orientations.apply_orientation(label.data, transform)
+    affine = label.affine @ nib.orientations.inv_ornt_aff(transform, label.data.shape)
+    if data.shape != image.data.shape:
+        raise QuarantineError(
+            f"label grid {label.data.shape} differs from image grid {image.data.shape} (also in the image's axis "
+            f"order: {data.shape})", path
+        )
+    corners = np.array([[i, j, k, 1.0] for i in (0, data.shape[0] - 1) for j in (0, data.shape[1] - 1)
+                        for k in (0, data.shape[2] - 1)])  # fmt: skip
+    distance = float(np.max(np.linalg.norm((corners @ (affine - image.affine).T)[:, :3], axis=1)))
+    if distance > GRID_TOLERANCE_MM:
+        raise QuarantineError(
+            f"label voxel centres differ from the image's by up to {distance:.3f} mm (not on the same grid)", path
+        )
+    label.data, label.affine = np.ascontiguousarray(data), np.array(image.affine, dtype=float)
+    return label
 
 
 def _read(path: str, max_bytes: int | None) -> LoadedVolume:
