@@ -85,7 +85,8 @@ def _on_image_grid(label: LoadedVolume, image: LoadedVolume, path: str) -> Loade
     distance = float(np.max(np.linalg.norm((corners @ (affine - image.affine).T)[:, :3], axis=1)))
     if distance > GRID_TOLERANCE_MM:
         raise QuarantineError(
-            f"label voxel centres differ from the image's by up to {distance:.3f} mm (not on the same grid)", path
+            f"label affine differs from image affine: voxel centres differ by up to {distance:.3f} mm (not on the "
+            "same grid)", path
         )
     label.data, label.affine = np.ascontiguousarray(data), np.array(image.affine, dtype=float)
     return label
