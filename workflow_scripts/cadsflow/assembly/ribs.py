@@ -78,8 +78,9 @@ class JointMerge:
     """One candidate component added to a rib."""
 
     rib_id: int
-    n_voxels: int
-    distance: float
+    n_voxels: int  # the component's size
+    n_added: int  # of those, voxels that did not hold this rib before
+    distance: float  # minimum distance (voxels) from the component to the rib
 
 
 @dataclass(frozen=True)
@@ -90,7 +91,8 @@ class RibRefinement:
 
     @property
     def joint_voxels(self) -> int:
-        return sum(j.n_voxels for j in self.joints)
+        """Voxels that the joint stage gave a rib label they did not have."""
+        return sum(j.n_added for j in self.joints)
 
 
 def refine_ribs(
@@ -162,10 +164,12 @@ def add_costovertebral_joints(
         if nearest is None:
             continue
         rib_id, distance = nearest
-        ribs_box[components == c] = rib_id
-        merges.append(JointMerge(rib_id=int(rib_id), n_voxels=int(sizes[c]), distance=float(distance)))
-    log.info("costovertebral joints: %d candidate components, %d sized, %d merged (%d voxels)",
-             n, len(kept), len(merges), sum(m.n_voxels for m in merges))
+        member = components == c
+        added = int(np.count_nonzero(ribs_box[member] != rib_id))
+        ribs_box[member] = rib_id
+        merges.append(JointMerge(rib_id=int(rib_id), n_voxels=int(sizes[c]), n_added=added, distance=float(distance)))
+    log.info("costovertebral joints: %d candidate components, %d sized, %d merged (%d voxels added)",
+             n, len(kept), len(merges), sum(m.n_added for m in merges))
     return out, tuple(merges)
 
 
