@@ -80,7 +80,8 @@ def assemble(
     group = _single_group(priority, where)
     gt_structures = set(gt_structures) if gt_map is not None else set()
     _check_names(gt_structures, label_ids, f"{where} group {group}: ground-truth structures")
-    units = merge_order(priority, blocks, flavor_order, label_ids)
+    _check_names([r.structure for r in priority], label_ids, f"{where} group {group}: priority structures")
+    units = merge_order(priority, blocks, flavor_order)
     labels = paint_units(units, flavor_maps, label_ids, exclude=gt_structures, where=f"{where} group {group}")
     if gt_structures:
         labels = overlay_ground_truth(labels, gt_map, [label_ids[s] for s in sorted(gt_structures)],
@@ -90,20 +91,11 @@ def assemble(
     return labels, rows
 
 
-def merge_order(
-    priority: Sequence[PriorityRow],
-    blocks: Sequence[Block],
-    flavor_order: Sequence[str],
-    label_ids: Mapping[str, int] | None = None,
-) -> list[MergeUnit]:
+def merge_order(priority: Sequence[PriorityRow], blocks: Sequence[Block], flavor_order: Sequence[str]) -> list[MergeUnit]:
     """The group's merge units in painting order (first painted first; the last one wins overlaps)."""
     by_name = {r.structure: r for r in priority}
     if len(by_name) != len(priority):
         raise ValueError("priority table lists a structure twice")
-    if label_ids is not None:
-        missing = sorted(set(label_ids) - set(by_name), key=label_ids.get)
-        if missing:
-            raise ValueError(f"priority table has no row for {missing}; every structure of the group needs one")
     units: list[MergeUnit] = []
     in_block: set[str] = set()
     for block in blocks:
@@ -178,6 +170,12 @@ def overlay_ground_truth(labels: np.ndarray, gt_map: np.ndarray, gt_ids: Sequenc
     out = labels.copy()
     out[mask] = gt_map[mask]
     return out
+
+
+def missing_structures(priority: Sequence[PriorityRow], label_ids: Mapping[str, int]) -> list[str]:
+    """Structures of the group's label map without a priority row (in label-id order)."""
+    listed = {r.structure for r in priority}
+    return sorted((s for s in label_ids if s not in listed), key=label_ids.get)
 
 
 def read_priority(path: str | Path, group: int | None = None) -> list[PriorityRow]:
