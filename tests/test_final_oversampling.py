@@ -19,7 +19,14 @@ from cadsflow.final.config import (
     load_final_preset,
     oversampling_rule,
 )
-from cadsflow.final.counts import LabelCountError, count_labels, label_count_table, read_count_table, write_count_table
+from cadsflow.final.counts import (
+    LabelCountError,
+    count_labels,
+    label_count_table,
+    label_count_table_from_provenance,
+    read_count_table,
+    write_count_table,
+)
 from cadsflow.final.oversampling import (
     OversamplingError,
     class_weight,
@@ -167,6 +174,23 @@ def test_label_count_table_names_volumes_after_their_files_and_round_trips(tmp_p
     assert list(table.index) == ["src_a", "src_b"] and table.loc["src_a", "vertebrae_C5"] == 1
     write_count_table(table, tmp_path / "counts.tsv")
     pd.testing.assert_frame_equal(read_count_table(tmp_path / "counts.tsv", GROUP, SPACE), table)
+
+
+PROVENANCE = """volume_id\tgroup\tstructure\torigin\tn_voxels\tml
+a\t552\tvertebrae_C1\tPseudo\t40\t0.135
+a\t552\tvertebrae_C1\trib_repair\t2\t0.00675
+a\t553\tbrain\tGT\t5000\t16.9
+b\t552\tvertebrae_L1\tground_truth\t700\t2.36
+test_c\t552\tvertebrae_L1\tGT\t900\t3.04
+"""
+
+
+def test_count_table_from_provenance_sums_a_structures_rows_for_the_listed_volumes(tmp_path):
+    (tmp_path / "batch.tsv").write_text(PROVENANCE)
+    table = label_count_table_from_provenance([tmp_path / "batch.tsv"], GROUP, ["b", "a", "empty"], SPACE)
+    assert list(table.index) == ["a", "b", "empty"]  # test_c is not listed; `empty` has no rows: all zeros
+    assert table.loc["a", "vertebrae_C1"] == 42 and table.loc["b", "vertebrae_L1"] == 700
+    assert int(table.to_numpy().sum()) == 742
 
 
 def test_count_table_of_another_group_is_rejected_naming_the_file(tmp_path):

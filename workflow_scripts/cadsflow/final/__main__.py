@@ -1,6 +1,7 @@
 """python -m cadsflow.final counts|weights|subset: one step of a group's final-model data (Snakemake shell rules).
 
-counts   label maps -> the group's label-count table (volume id x structure -> voxels)
+counts   label maps, or the assembly's provenance tables and a volume list -> the group's label-count table
+         (volume id x structure -> voxels)
 weights  label maps or a count table -> the group's oversampling table (structure weights, image probabilities)
 subset   count tables -> a head group's training volumes, one id per line (557, 558; config/final.yaml)
 """
@@ -24,13 +25,25 @@ def main(argv=None) -> int:
 def _run(args) -> None:
     from cadsflow.atomic import write_text
     from cadsflow.final.config import FINAL_YAML, head_subset_rules, oversampling_rule
-    from cadsflow.final.counts import label_count_table, read_count_table, write_count_table
+    from cadsflow.final.counts import (
+        label_count_table,
+        label_count_table_from_provenance,
+        read_count_table,
+        read_volume_list,
+        write_count_table,
+    )
     from cadsflow.final.oversampling import oversampling_table, write_table
     from cadsflow.final.subsets import SubsetError, training_subset
 
     config = args.config or FINAL_YAML
     if args.step == "counts":
-        write_count_table(label_count_table(args.label_maps, args.group), args.out)
+        if args.label_maps:
+            counts = label_count_table(args.label_maps, args.group)
+        else:
+            if not args.volumes:
+                raise SystemExit("counts --provenance needs --volumes (the volumes to count)")
+            counts = label_count_table_from_provenance(args.provenance, args.group, read_volume_list(args.volumes))
+        write_count_table(counts, args.out)
     elif args.step == "weights":
         counts = (label_count_table(args.label_maps, args.group) if args.label_maps
                   else read_count_table(args.counts, args.group))
@@ -49,8 +62,11 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m cadsflow.final", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     steps = parser.add_subparsers(dest="step", required=True)
-    counts = steps.add_parser("counts", help="label maps -> label-count table (TSV)")
-    counts.add_argument("--label-maps", nargs="+", required=True, help="<volume_id>.nii.gz label maps of the group")
+    counts = steps.add_parser("counts", help="label maps or provenance tables -> label-count table (TSV)")
+    maps_or_provenance = counts.add_mutually_exclusive_group(required=True)
+    maps_or_provenance.add_argument("--label-maps", nargs="+", help="<volume_id>.nii.gz label maps of the group")
+    maps_or_provenance.add_argument("--provenance", nargs="+", help="the assembly's provenance tables (TSV)")
+    counts.add_argument("--volumes", help="with --provenance: the volumes to count, one id per line")
     weights = steps.add_parser("weights", help="label maps or a count table -> oversampling table (TSV)")
     source = weights.add_mutually_exclusive_group(required=True)
     source.add_argument("--label-maps", nargs="+", help="the group's training volumes' <volume_id>.nii.gz maps")
