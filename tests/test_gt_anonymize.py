@@ -40,3 +40,52 @@ def test_an_empty_face_mask_refuses_to_release_the_volume(head):
     image, _, _ = head
     with pytest.raises(AnonymizeError, match="volume x.*empty"):
         blur_face(image, np.zeros(image.shape, dtype=bool), where="volume x")
+
+
+# --- the gt_anonymize_face rule of the real Snakefile ------------------------------------------------------------
+
+HEAD_COHORT = {  # one new-hospital head CT at 3 mm (cadsflow.demo spec format), faces blurred before release
+    "seed": 20261202,
+    "sources": {"hospital_heads": {"body_region": "head", "licence": "test", "regions": ["head"],
+                                   "spacing": [3.0, 3.0, 3.0], "orientation": "LPS", "anonymize_face": True}},
+}
+FACE_ID = 1  # the value of the face in the masks this test writes (config gt.face_mask.value)
+
+
+@pytest.mark.slow
+def test_the_workflow_releases_a_head_ct_blurred_inside_its_face_mask_and_bit_identical_elsewhere(tmp_path):
+    """Snakemake to results/anonymized/{batch} with user face masks (gt.face_mask.pattern): the released image is
+    the standardized one outside the dilated mask and its sigma-5 blur inside."""
+    import nibabel as nib
+    import yaml
+
+    from cadsflow.demo import build_demo_cohort
+    from workflow_runner import snakemake, write_config
+
+    (tmp_path / "cohort.yaml").write_text(yaml.safe_dump(HEAD_COHORT))
+    build_demo_cohort(tmp_path / "demo", tmp_path / "cohort.yaml")
+    pattern = str(tmp_path / "faces" / "{volume_id}.nii.gz")
+    config = write_config(tmp_path, demo={"enabled": False, "directory": str(tmp_path / "demo")},
+                          gt={"face_mask": {"pattern": pattern, "value": FACE_ID}})
+    batch, volume_id = "hospital_heads.0000", "hospital_heads_case000"
+    snakemake(tmp_path, f"results/standardized/{batch}", config=config, timeout=600)
+    standardized = nib.load(tmp_path / "results" / "standardized" / batch / volume_id / "image.nii.gz")
+    image = np.asanyarray(standardized.dataobj)
+    face = np.zeros(image.shape, dtype=np.uint8)
+    face[tuple(slice(n // 3, n // 3 + 8) for n in image.shape)] = FACE_ID
+    face_path = pattern.format(volume_id=volume_id)
+    (tmp_path / "faces").mkdir()
+    nib.save(nib.Nifti1Image(face, standardized.affine), face_path)
+
+    snakemake(tmp_path, f"results/anonymized/{batch}", config=config, timeout=600)
+    released = nib.load(tmp_path / "results" / "anonymized" / batch / volume_id / "image.nii.gz")
+    data = np.asanyarray(released.dataobj)
+    region = ndimage.distance_transform_edt(face != FACE_ID) <= 3  # config gt.face_blur.margin_voxels: 3
+    np.testing.assert_array_equal(released.affine, standardized.affine)
+    assert data.dtype == image.dtype
+    released_ids = [p.name for p in (tmp_path / "results" / "anonymized" / batch).iterdir() if p.is_dir()]
+    assert released_ids == [volume_id]
+    np.testing.assert_array_equal(data[~region], image[~region])
+    reference = np.rint(ndimage.gaussian_filter(image.astype(np.float64), FACE_BLUR_SIGMA_VOXELS, mode="nearest"))
+    assert np.abs(data[region] - reference[region]).max() <= 1
+    assert not np.array_equal(data[region], image[region])
