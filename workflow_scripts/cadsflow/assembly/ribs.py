@@ -145,7 +145,9 @@ def add_costovertebral_joints(
     out = labels.copy()
     if not spine.any():
         return out, ()
-    reach = settings.spine_dilation_radius + settings.opening_radius + 1
+    # Candidates lie within the dilation radius of the spine; the ribs they may join lie up to the merge distance
+    # beyond; the opening needs one more voxel of room so the box border never erodes a candidate.
+    reach = settings.spine_dilation_radius + math.ceil(settings.max_rib_distance) + settings.opening_radius + 1
     box = _grown_box(spine, reach)
     spine_box = spine[box]
     near_spine = ndimage.distance_transform_edt(~spine_box) <= settings.spine_dilation_radius  # = dilation by ball(r)
