@@ -9,7 +9,6 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from batchgenerators.utilities.file_and_folder_operations import write_pickle
 from scipy.stats import chisquare
 
 from cadsflow.final.config import OversamplingRule
@@ -32,8 +31,8 @@ L5, L4 = LABELS["vertebrae_L5"], LABELS["vertebrae_L4"]
 CASE_LABELS = {f"case{i:02d}": [L5, L4] for i in range(14)}
 CASE_LABELS["case00"] += [C1, C2]
 CASE_LABELS["case01"] += [C2]
-for _case in ("case02", "case03", "case04"):
-    CASE_LABELS[_case] += [C3]
+for case_with_c3 in ("case02", "case03", "case04"):
+    CASE_LABELS[case_with_c3] += [C3]
 EXPECTED_P = {case: (14 if case == "case00" else 7 if case == "case01" else 1) / 33 for case in CASE_LABELS}
 # one voxel per label, at distinct x so that a patch centred on it identifies the class (y = z = 10)
 VOXEL_X = {L5: 9, L4: 11, C3: 13, C2: 15, C1: 17}
@@ -149,9 +148,9 @@ def _write_case(stem, labels: list[int]) -> dict[str, int]:
         locations[label] = np.array([voxel], dtype=np.int64)
     data = np.random.default_rng(len(labels)).normal(size=(1, *SHAPE)).astype(np.float32)
     properties = {"class_locations": locations, "spacing": [3.0, 3.0, 3.0], "shape_before_cropping": SHAPE,
-                  "bbox_used_for_cropping": [[0, s] for s in SHAPE], "shape_after_cropping_and_before_resampling": SHAPE}
-    nnUNetDatasetNumpy.save_case(data, seg, properties, str(stem))
-    write_pickle(properties, f"{stem}.pkl")
+                  "bbox_used_for_cropping": [[0, s] for s in SHAPE],
+                  "shape_after_cropping_and_before_resampling": SHAPE}
+    nnUNetDatasetNumpy.save_case(data, seg, properties, str(stem))  # <case>.npz and <case>.pkl
     return {name: int(label in labels) for name, label in LABELS.items()}
 
 
