@@ -12,7 +12,8 @@ uses them, through two hooks that nnU-Net 2.x's nnUNetDataLoader already has:
   class_locations in the case, unless `overwrite_class` names one that the case contains. OversamplingDataLoader
   passes, as overwrite_class, a minority class drawn uniformly among the minority classes the case contains, so
   such patches are centred on a minority structure whenever the case has one, and nnU-Net's own choice applies
-  otherwise (the authors' trainer is named nnUNetTrainerNoMirroringOversampleImageOverwriteClass after this hook).
+  otherwise. The authors' trainer is not public; its name, nnUNetTrainerNoMirroringOversampleImageOverwriteClass
+  (murong-xu/CADS cads/train/), points at the same two hooks (sampling probabilities and overwrite_class).
 Background patches (force_fg False) and the validation loader are nnU-Net's own.
 
 How the table reaches the trainer: like the schedule (cads_trainers.py), through the training process's
