@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import html
 import json
+import math
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
@@ -61,7 +62,8 @@ def training_table(counts: Mapping[str, Mapping[int, int]], groups: Sequence[int
     unknown = [s for s in counts if s not in STAGES]
     stages = [s for s in STAGES if s in counts] + unknown
     data = [{"stage": s, **{str(g): counts[s].get(g) for g in groups}} for s in stages]
-    return pd.DataFrame(data, columns=["stage", *[str(g) for g in groups]])
+    table = pd.DataFrame(data, columns=["stage", *[str(g) for g in groups]])
+    return table.astype({str(g): "Int64" for g in groups})  # whole counts; unknown ones stay blank
 
 
 def training_counts_from_datasets(datasets: Iterable[tuple[str, int, str | Path]]) -> dict[str, dict[int, int]]:
@@ -118,10 +120,18 @@ def card_page(tables: Mapping[str, pd.DataFrame], n_volumes: int) -> str:
         ("Share of each origin in the assembled labels", tables["origins"]),
         ("Structures: occurrence and median volume (Table A.5)", tables["structures"]),
     ]
-    body = "\n".join(f"<h2>{html.escape(title)}</h2>\n{table.to_html(index=False, na_rep='', float_format='{:.4g}'.format)}"
-                     for title, table in sections)
+    body = "\n".join(f"<h2>{html.escape(title)}</h2>\n{_display(table).to_html(index=False)}" for title, table in sections)
     return (f"<!DOCTYPE html>\n<html><head><meta charset='utf-8'><title>CADS dataset card</title></head><body>\n"
             f"<h1>Dataset card: {n_volumes} assembled volumes</h1>\n{body}\n</body></html>\n")
+
+
+def _display(table: pd.DataFrame) -> pd.DataFrame:
+    """Cells as text: 4 significant digits for fractional numbers, blank for unknown values."""
+    def cell(value):
+        if value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value)):
+            return ""
+        return f"{value:.4g}" if isinstance(value, float) else str(value)
+    return table.astype(object).map(cell)
 
 
 def _frame(rows: Iterable[AssemblyRow]) -> pd.DataFrame:
