@@ -177,7 +177,8 @@ def test_a_tie_on_dice_is_broken_by_significantly_lower_hd95():
 
 def test_ood_scores_are_used_when_the_structure_has_them():
     id_dice = {"GT": 0.90 + 0.02 * NORMAL, "Pseudo": 0.85 + 0.02 * NORMAL, "Shape": 0.80 + 0.02 * NORMAL}
-    ood_dice = {"GT": 0.70 + 0.02 * NORMAL[:10], "Pseudo": 0.75 + 0.02 * NORMAL[:10], "Shape": 0.80 + 0.02 * NORMAL[:10]}
+    ten = NORMAL[:10]
+    ood_dice = {"GT": 0.70 + 0.02 * ten, "Pseudo": 0.75 + 0.02 * ten, "Shape": 0.80 + 0.02 * ten}
     both = pd.concat([scores(id_dice, split="ID", prefix="id"), scores(ood_dice, split="OOD", prefix="ood")])
     d = rank_structure(both, SETTINGS)
     assert d.split_kind == "OOD"

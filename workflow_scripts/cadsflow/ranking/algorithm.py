@@ -221,7 +221,7 @@ def ambiguous_top(points: Mapping[str, int], wins: Sequence[tuple[str, str]]) ->
 
 def significance_test(values: Mapping[str, np.ndarray], metric: str,
                       settings: RankingSettings = RankingSettings()) -> SignificanceTest:
-    """Algorithm 1's TESTSIGNIFICANCE: omnibus test chosen by Shapiro-Wilk and Levene, then its post-hoc test (module doc)."""
+    """Algorithm 1's TESTSIGNIFICANCE: the omnibus test Shapiro-Wilk and Levene choose, then its post-hoc test."""
     flavors = tuple(values)
     arrays = {f: np.asarray(values[f], dtype=float) for f in flavors}
     n = {f: len(a) for f, a in arrays.items()}
@@ -316,7 +316,8 @@ def _run_omnibus(pg, data: pd.DataFrame, omnibus: str) -> float:
     return float(_column(pg.kruskal(data, dv="value", between="flavor"), "p_unc"))
 
 
-def _run_posthoc(data: pd.DataFrame, flavors: Sequence[str], posthoc: str, p_adjust: str) -> dict[tuple[str, str], float]:
+def _run_posthoc(data: pd.DataFrame, flavors: Sequence[str], posthoc: str,
+                 p_adjust: str) -> dict[tuple[str, str], float]:
     """Post-hoc p per pair, keyed by the pair in the flavors' order."""
     import pingouin as pg
 

@@ -35,7 +35,8 @@ _SETTINGS_KEYS = {"alpha", "primary_metric", "secondary_metric", "preferred_spli
                   "posthoc", "dunn_p_adjust", "min_n", "align_volumes"}
 
 
-def rank_scores(paths: Sequence[str | Path], out: str | Path, settings: RankingSettings | None = None) -> list[Decision]:
+def rank_scores(paths: Sequence[str | Path], out: str | Path,
+                settings: RankingSettings | None = None) -> list[Decision]:
     """Read the score tables, rank every (group, structure), write the priority table; return the decisions."""
     settings = settings or load_ranking_settings()
     decisions = rank_table(read_scores(paths, settings), settings)

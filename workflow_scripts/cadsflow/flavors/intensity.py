@@ -1,0 +1,44 @@
+"""Export-time intensity scaling of the flavor datasets (Online Methods 6.1).
+
+"For image preprocessing, we scale intensities from the 5th to 95th percentiles to the range [0, 1] and apply
+clipping." The percentiles are the image's own (over all its voxels, as MONAI's ScaleIntensityRangePercentiles
+computes them), so the scaling is per image, not per dataset. nnU-Net cannot be told to do this without patching
+(it finds normalisation classes only inside its own package), so the flavor datasets store images already scaled,
+and the flavor plans name nnU-Net's NoNormalization (cadsflow.flavors.network). Every image a flavor model sees,
+in training and in prediction, must go through this function first.
+
+Two consequences of storing [0, 1] images in nnU-Net, both harmless for CT: voxels at or below the 5th percentile
+(air) become exactly 0, so nnU-Net's crop to the nonzero region crops each case to the bounding box of the body
+(background outside it, as nnU-Net does for any dataset with a zero background); and nnU-Net's cubic resampling
+to the target spacing may overshoot [0, 1] slightly near edges (none when the export is already at the target
+spacing, as the standardized 1.5 mm volumes are).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+PERCENTILES = (5.0, 95.0)  # Online Methods 6.1: "from the 5th to 95th percentiles"
+TARGET_RANGE = (0.0, 1.0)  # Online Methods 6.1: "to the range [0, 1] and apply clipping"
+
+
+def scale_percentiles(image: np.ndarray, percentiles: tuple[float, float] = PERCENTILES) -> np.ndarray:
+    """float32 copy of `image` with its `percentiles` mapped linearly to 0 and 1, clipped to [0, 1].
+
+    Non-finite voxels are left out of the percentiles and set to 0. An image whose two percentiles coincide (no
+    contrast between them, e.g. a constant image) maps to 1 where it is above that value and 0 elsewhere.
+    """
+    low_q, high_q = percentiles
+    if not 0 <= low_q < high_q <= 100:
+        raise ValueError(f"percentiles must satisfy 0 <= low < high <= 100, got {percentiles}")
+    data = np.asarray(image, dtype=np.float64)
+    finite = np.isfinite(data)
+    if not finite.any():
+        return np.zeros(data.shape, dtype=np.float32)
+    low, high = np.percentile(data[finite], [low_q, high_q])
+    out = np.zeros(data.shape, dtype=np.float64)
+    if high > low:
+        out[finite] = (data[finite] - low) / (high - low)
+    else:
+        out[finite] = (data[finite] > low).astype(np.float64)
+    return np.clip(out, *TARGET_RANGE).astype(np.float32)
