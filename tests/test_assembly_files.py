@@ -39,13 +39,15 @@ VOXEL_ML = 1.5**3 / 1000
 def test_config_blocks_hold_the_cervical_thoracic_lumbar_vertebrae_and_all_ribs():
     blocks = {b.name: b for b in load_blocks()}
     assert {n: (b.group, len(b.structures)) for n, b in blocks.items()} == {
-        "cervical_vertebrae": (552, 7), "thoracic_vertebrae": (552, 12), "lumbar_vertebrae": (552, 5), "ribs": (555, 24)}
+        "cervical_vertebrae": (552, 7), "thoracic_vertebrae": (552, 12), "lumbar_vertebrae": (552, 5),
+        "ribs": (555, 24)}
     assert blocks["lumbar_vertebrae"].structures == tuple(f"vertebrae_L{i}" for i in (5, 4, 3, 2, 1))
 
 
 def test_a_structure_in_two_blocks_is_refused(tmp_path):
     path = tmp_path / "assembly.yaml"
-    path.write_text("blocks:\n  a: {group: 552, pattern: 'vertebrae_T1\\d?'}\n  b: {group: 552, pattern: 'vertebrae_T12'}\n")
+    path.write_text("blocks:\n  a: {group: 552, pattern: 'vertebrae_T1\\d?'}\n"
+                    "  b: {group: 552, pattern: 'vertebrae_T12'}\n")
     with pytest.raises(AssemblyConfigError, match="'vertebrae_T12' is in blocks 'a' and 'b'"):
         load_blocks(path)
 
@@ -104,7 +106,8 @@ def test_card_training_table_orders_stages_as_table_a4_and_reads_dataset_json(tm
     counts["specialists"] = {551: 5, 552: 6}
     table = training_table(counts, (551, 552))
     assert table["stage"].tolist() == ["specialists", "final"]
-    assert table["551"].tolist() == [5, 32] and table.loc[0, "552"] == 6 and table["552"].isna().tolist() == [False, True]
+    assert table["551"].tolist() == [5, 32]
+    assert table.loc[0, "552"] == 6 and table["552"].isna().tolist() == [False, True]
 
 
 def test_write_card_writes_tables_and_a_page(tmp_path):

@@ -73,7 +73,8 @@ def training_counts_from_datasets(datasets: Iterable[tuple[str, int, str | Path]
         try:
             n = int(json.loads(Path(path).read_text())["numTraining"])
         except (OSError, ValueError, KeyError, TypeError) as exc:
-            raise ValueError(f"{path}: cannot read numTraining of the {stage} dataset of group {group} ({exc})") from None
+            raise ValueError(f"{path}: cannot read numTraining of the {stage} dataset of group {group} "
+                             f"({exc})") from None
         counts.setdefault(stage, {})[int(group)] = n
     return counts
 
@@ -120,7 +121,8 @@ def card_page(tables: Mapping[str, pd.DataFrame], n_volumes: int) -> str:
         ("Share of each origin in the assembled labels", tables["origins"]),
         ("Structures: occurrence and median volume (Table A.5)", tables["structures"]),
     ]
-    body = "\n".join(f"<h2>{html.escape(title)}</h2>\n{_display(table).to_html(index=False)}" for title, table in sections)
+    body = "\n".join(f"<h2>{html.escape(title)}</h2>\n{_display(table).to_html(index=False)}"
+                     for title, table in sections)
     return (f"<!DOCTYPE html>\n<html><head><meta charset='utf-8'><title>CADS dataset card</title></head><body>\n"
             f"<h1>Dataset card: {n_volumes} assembled volumes</h1>\n{body}\n</body></html>\n")
 

@@ -91,7 +91,9 @@ def assemble(
     return labels, rows
 
 
-def merge_order(priority: Sequence[PriorityRow], blocks: Sequence[Block], flavor_order: Sequence[str]) -> list[MergeUnit]:
+def merge_order(
+    priority: Sequence[PriorityRow], blocks: Sequence[Block], flavor_order: Sequence[str]
+) -> list[MergeUnit]:
     """The group's merge units in painting order (first painted first; the last one wins overlaps)."""
     by_name = {r.structure: r for r in priority}
     if len(by_name) != len(priority):

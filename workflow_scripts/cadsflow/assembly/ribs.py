@@ -112,7 +112,9 @@ def refine_ribs(
     return RibRefinement(labels=fixed, fragments_relabelled=relabelled, joints=joints)
 
 
-def relabel_fragments(labels: np.ndarray, rib_ids: Sequence[int], connectivity: int = FRAGMENT_CONNECTIVITY) -> np.ndarray:
+def relabel_fragments(
+    labels: np.ndarray, rib_ids: Sequence[int], connectivity: int = FRAGMENT_CONNECTIVITY
+) -> np.ndarray:
     """Stage 1: each connected component of the binarised ribs takes the majority rib class of its voxels."""
     ids = np.array(sorted(set(int(i) for i in rib_ids)), dtype=np.int64)
     binary = np.isin(labels, ids)
