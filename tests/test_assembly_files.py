@@ -142,7 +142,7 @@ def test_batch_cli_merges_flavors_applies_exact_ground_truth_and_writes_provenan
     priority = [p for p in priority if p[0] != "liver"] + [("liver", 551, "GT", 0.9, 0.0)]
     _write_priority(tmp_path / "priority.tsv", priority)
     out = tmp_path / "assembled/551"
-    assert assembly_main(["batch", "--group", "551", "--volumes", "v1", "--flavor", f"GT={tmp_path}/flavors/GT",
+    assert assembly_main(["batch", "--groups", "551", "--volumes", "v1", "--flavor", f"GT={tmp_path}/flavors/GT",
                           "--flavor", f"Pseudo={tmp_path}/flavors/Pseudo", "--priority", str(tmp_path / "priority.tsv"),
                           "--gt-dirs", str(tmp_path / "gt/v1"), "--out-dir", str(out),
                           "--batch-provenance", str(tmp_path / "batch.tsv")]) == 0
@@ -159,42 +159,44 @@ def test_batch_cli_merges_flavors_applies_exact_ground_truth_and_writes_provenan
     assert read_provenance(tmp_path / "batch.tsv") == rows
 
 
-def test_batch_cli_refines_the_rib_group_with_an_external_tubular_map(tmp_path):
-    ids = SPACE.group_label_map(555)
+def test_batch_cli_refines_the_rib_group_with_the_spine_it_just_assembled_and_an_external_tubular_map(tmp_path):
+    ribs_ids, spine_ids = SPACE.group_label_map(555), SPACE.group_label_map(552)
     shape = (40, 13, 13)
     ribs = np.zeros(shape, np.uint8)
-    ribs[18:35, 4:9, 4:9] = ids["rib_left_3"]
-    ribs[24:27, 4:9, 4:9] = ids["rib_left_4"]  # a segment with the neighbour's class
+    ribs[18:35, 4:9, 4:9] = ribs_ids["rib_left_3"]
+    ribs[24:27, 4:9, 4:9] = ribs_ids["rib_left_4"]  # a segment with the neighbour's class
     spine = np.zeros(shape, np.uint8)
-    spine[:10] = 7
+    spine[:10] = spine_ids["vertebrae_T3"]
     tubular = np.zeros(shape, np.uint8)
     tubular[10:18, 4:9, 4:9] = 1  # the missing joint: 8 x 25 = 200 voxels next to the rib
-    write_nifti(tmp_path / "flavors/Shape/v1.nii.gz", ribs, AFFINE)
-    write_nifti(tmp_path / "spine/v1.nii.gz", spine, AFFINE)
-    write_nifti(tmp_path / "tub/v1.nii.gz", tubular, AFFINE)
-    _write_priority(tmp_path / "priority.tsv", [(n, 555, "Shape", 0.8, 0.0) for n in ids])
+    write_nifti(tmp_path / "flavors/Shape/555/v1.nii.gz", ribs, AFFINE)
+    write_nifti(tmp_path / "flavors/Shape/552/v1.nii.gz", spine, AFFINE)
+    write_nifti(tmp_path / "tub/v1_vessels.nii.gz", tubular, AFFINE)
+    _write_priority(tmp_path / "priority.tsv", [(n, 555, "Shape", 0.8, 0.0) for n in ribs_ids]
+                    + [(n, 552, "Shape", 0.8, 0.0) for n in spine_ids])
     config = tmp_path / "assembly.yaml"
     config.write_text("flavors: [GT, Pseudo, Shape]\nblocks:\n  ribs: {group: 555, pattern: 'rib_(left|right)_\\d+'}\n"
-                      "ribs:\n  opening_radius: 0\n")
-    out = tmp_path / "assembled/555"
-    assert assembly_main(["batch", "--group", "555", "--volumes", "v1", "--flavor", f"Shape={tmp_path}/flavors/Shape",
-                          "--priority", str(tmp_path / "priority.tsv"), "--gt-dirs", "none", "--out-dir", str(out),
-                          "--batch-provenance", str(tmp_path / "batch.tsv"), "--spine-maps",
-                          str(tmp_path / "spine/v1.nii.gz"), "--tubular-maps", str(tmp_path / "tub/v1.nii.gz"),
-                          "--config", str(config)]) == 0
-    labels = np.asarray(nib.load(str(out / "v1.nii.gz")).dataobj)
+                      f"ribs:\n  opening_radius: 0\n  tubular_map: {tmp_path}/tub/{{volume_id}}_vessels.nii.gz\n")
+    out = tmp_path / "assembled"
+    assert assembly_main(["batch", "--groups", "555", "552", "--volumes", "v1", "--flavor",
+                          f"Shape={tmp_path}/flavors/Shape/{{group}}", "--priority", str(tmp_path / "priority.tsv"),
+                          "--gt-dirs", "none", "--out-dir", f"{out}/{{group}}", "--batch-provenance",
+                          str(tmp_path / "batch.tsv"), "--config", str(config)]) == 0
+    labels = np.asarray(nib.load(str(out / "555/v1.nii.gz")).dataobj)
     expected = np.zeros(shape, np.uint8)
-    expected[10:35, 4:9, 4:9] = ids["rib_left_3"]
+    expected[10:35, 4:9, 4:9] = ribs_ids["rib_left_3"]
     assert np.array_equal(labels, expected)
-    rows = read_provenance(out / "v1.provenance.tsv")
-    assert sorted((r.structure, r.origin, r.n_voxels) for r in rows) == [
-        ("rib_left_3", "Shape", 14 * 25), ("rib_left_3", RIB_REPAIR, 11 * 25)]  # 3 relabelled + 8 joint slices
+    assert np.array_equal(np.asarray(nib.load(str(out / "552/v1.nii.gz")).dataobj), spine)
+    rows = read_provenance(tmp_path / "batch.tsv")
+    assert sorted((r.group, r.structure, r.origin, r.n_voxels) for r in rows) == [
+        (552, "vertebrae_T3", "Shape", 10 * 13 * 13),
+        (555, "rib_left_3", "Shape", 14 * 25), (555, "rib_left_3", RIB_REPAIR, 11 * 25)]  # 3 relabelled + 8 joint
 
 
 def test_batch_cli_names_the_missing_flavor_prediction(tmp_path):
     ids = SPACE.group_label_map(551)
     _write_priority(tmp_path / "priority.tsv", [(n, 551, "GT", 0.8, 0.0) for n in ids])
     with pytest.raises(FileNotFoundError, match="flavor 'GT' prediction .*v9.nii.gz is missing"):
-        assembly_main(["batch", "--group", "551", "--volumes", "v9", "--flavor", f"GT={tmp_path}", "--priority",
+        assembly_main(["batch", "--groups", "551", "--volumes", "v9", "--flavor", f"GT={tmp_path}", "--priority",
                        str(tmp_path / "priority.tsv"), "--gt-dirs", "none", "--out-dir", str(tmp_path / "o"),
                        "--batch-provenance", str(tmp_path / "b.tsv")])

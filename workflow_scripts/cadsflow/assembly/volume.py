@@ -3,7 +3,8 @@
 Per volume and group (written atomically):
 - {out_dir}/{volume_id}.nii.gz: the assembled label map (the group's label ids, uint8) on the standardized grid;
 - {out_dir}/{volume_id}.provenance.tsv: structure, origin (ground_truth / flavor / rib_repair), voxels, ml.
-A batch also writes one provenance table of all its volumes (what the dataset card reads).
+A batch job (one per batch of volumes, all groups: __main__.py) also writes one provenance table of all its volumes
+and groups, which is what the dataset card reads.
 
 Inputs: the flavors' predictions `{flavor_dir}/{volume_id}.nii.gz` (label maps of the group on the standardized
 grid); the ranking's priority rows of the group; the volume's ground truth folder of the gt stage
@@ -85,14 +86,15 @@ def assemble_batch(
     priority: Sequence[PriorityRow],
     gt_dirs: Sequence[str | Path | None],
     out_dir: str | Path,
-    batch_provenance: str | Path,
     blocks: Sequence[Block],
     flavor_order: Sequence[str],
     rib_settings: RibSettings = RibSettings(),
     rib_inputs: Sequence[RibInputs] | None = None,
     space: LabelSpace | None = None,
+    batch_provenance: str | Path | None = None,
 ) -> list[AssemblyRow]:
-    """assemble_volume for each volume (gt_dirs and rib_inputs aligned with volume_ids); one batch table."""
+    """assemble_volume for each volume (gt_dirs and rib_inputs aligned with volume_ids); the rows of all, also
+    written as one table when batch_provenance is given."""
     if len(gt_dirs) != len(volume_ids) or (rib_inputs is not None and len(rib_inputs) != len(volume_ids)):
         raise ValueError(f"group {group}: {len(volume_ids)} volumes but {len(gt_dirs)} gt folders and "
                          f"{len(rib_inputs or [])} rib inputs; they must be aligned")
@@ -102,7 +104,8 @@ def assemble_batch(
         rows += assemble_volume(volume_id, group, flavor_dirs, priority, gt_dirs[k], out_dir, blocks, flavor_order,
                                 rib_settings, ribs, space)
         log.info("%s group %d: assembled", volume_id, group)
-    write_provenance(rows, batch_provenance)
+    if batch_provenance is not None:
+        write_provenance(rows, batch_provenance)
     return rows
 
 
