@@ -35,6 +35,7 @@ rule pseudolabel_shard:
         postprocessing=str(project_path(config["pseudolabel"]["postprocessing"])),
         device=PL_DEVICE,
         tile_step=SP_PRESET.tile_step_size,
+        label_resampling=SP_PRESET.label_resampling,
         strict=(
             "--fail-on-volume-error"
             if config["pseudolabel"]["fail_on_volume_error"]
@@ -44,7 +45,8 @@ rule pseudolabel_shard:
         "nnUNet_extTrainer={params.trainers:q} python -m cadsflow.pseudolabel --group {wildcards.group}"
         " --model {input.model:q} --volumes {params.volumes:q} --out-dir {params.out_dir:q}"
         " --report {output.report:q} {params.brain} --postprocessing {params.postprocessing:q}"
-        " --device {params.device} --tile-step-size {params.tile_step} --threads {threads} {params.strict}"
+        " --device {params.device} --tile-step-size {params.tile_step}"
+        " --label-resampling {params.label_resampling} --threads {threads} {params.strict}"
         " --log {log:q} 2>> {log:q}"
 
 

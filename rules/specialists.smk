@@ -28,7 +28,7 @@ rule plan_specialist:
         settings=SP_PRESET.model_settings,  # a changed model setting replans (Snakemake's params rerun trigger)
     shell:
         "python -m cadsflow.specialists plan --group {wildcards.group} --dataset {params.dataset:q} {params.args}"
-        " --marker {output.planned:q} --log {log:q} 2>> {log:q}"
+        " --marker {output.planned:q} --threads {threads} --log {log:q} 2>> {log:q}"
 
 
 rule train_specialist:
@@ -53,4 +53,4 @@ rule train_specialist:
         settings=SP_PRESET.model_settings,  # a changed model setting retrains
     shell:
         "python -m cadsflow.specialists train --group {wildcards.group} --planned {input.planned:q} {params.args}"
-        " --marker {output.marker:q} --log {log:q} 2>> {log:q}"
+        " --marker {output.marker:q} --threads {threads} --log {log:q} 2>> {log:q}"

@@ -1,4 +1,4 @@
-"""Training presets as data, and the nnU-Net commands and environments built from them."""
+"""Training presets as data, and the nnU-Net environments built from them."""
 
 import dataclasses
 import os
@@ -12,8 +12,6 @@ from cadsflow.specialists.nnunet import (
     TRAINERS_DIR,
     NnunetDirs,
     nnunet_env,
-    plan_command,
-    train_command,
     training_env,
 )
 from cadsflow.specialists.presets import PRESETS_YAML, PresetError, load_preset
@@ -60,23 +58,39 @@ def test_preset_fold_must_be_all_or_a_cross_validation_fold(tmp_path):
         load_preset("smoke", path)
 
 
-def test_plan_command_writes_the_preset_plans_with_small_patch_settings():
-    cmd = plan_command(551, load_preset("smoke"))
-    assert cmd[cmd.index("-d") + 1] == "551"
-    assert cmd[cmd.index("-overwrite_plans_name") + 1] == "nnUNetPlansCadsSmoke"
-    assert cmd[cmd.index("-gpu_memory_target") + 1] == "0.15"
-    assert cmd[cmd.index("-overwrite_target_spacing") + 1:][:3] == ["3.0", "3.0", "3.0"]
+def test_presets_differ_only_in_cost_fields_and_the_paper_preset_trains_nnunets_own_model():
+    """What the demo changes to be cheap, listed: everything else (configuration, fold, planner, mirroring-free
+    trainer family) is shared, and the paper preset keeps nnU-Net's own plans, network, schedule and export."""
+    smoke, paper = load_preset("smoke"), load_preset("paper")
+    differing = sorted(f.name for f in dataclasses.fields(smoke)
+                       if f.name != "name" and getattr(smoke, f.name) != getattr(paper, f.name))
+    assert differing == [
+        "device", "gpu_memory_target_gb", "gpus", "infer_runtime_min_per_volume", "label_resampling", "mem_mb",
+        "network", "num_processes", "plan_runtime_min", "plans", "schedule", "shard_size", "target_spacing_mm",
+        "threads", "tile_step_size", "train_runtime_min", "trainer", "verify_dataset_integrity",
+    ]
+    assert (paper.planner, paper.plans, paper.trainer) == ("ExperimentPlanner", "nnUNetPlans", "nnUNetTrainerCadsNoMirroring")
+    assert paper.network == {"base_features": None, "max_features": None}
+    assert paper.gpu_memory_target_gb is None and paper.target_spacing_mm is None
+    assert paper.label_resampling == "probabilities" and paper.verify_dataset_integrity
+    assert (paper.configuration, paper.fold) == (smoke.configuration, smoke.fold) == ("3d_fullres", "all")
 
 
-def test_paper_plan_command_keeps_nnunet_defaults():
-    cmd = plan_command(551, load_preset("paper"))
-    assert "-gpu_memory_target" not in cmd and "-overwrite_target_spacing" not in cmd
+def test_smoke_preset_is_sized_for_a_cpu_demo():
+    smoke = load_preset("smoke")
+    assert smoke.schedule == {"epochs": 1, "iterations_per_epoch": 10, "val_iterations_per_epoch": 1}
+    assert smoke.network == {"base_features": 8, "max_features": 64}
+    assert smoke.num_processes == 1  # nnU-Net's steps run case by case in the job's process, no spawned pools
+    assert smoke.label_resampling == "nearest"
 
 
-def test_train_command_names_trainer_plans_fold_device_and_continues_from_a_checkpoint():
-    cmd = train_command(553, load_preset("smoke"))
-    assert cmd[3:] == ["553", "3d_fullres", "all", "-tr", "nnUNetTrainerCadsSmoke", "-p", "nnUNetPlansCadsSmoke",
-                       "-device", "cpu", "--c"]
+def test_preset_label_resampling_must_be_a_known_export(tmp_path):
+    entry = yaml.safe_load(PRESETS_YAML.read_text())["smoke"]
+    entry["label_resampling"] = "bilinear"
+    path = tmp_path / "presets.yaml"
+    path.write_text(yaml.safe_dump({"smoke": entry}))
+    with pytest.raises(PresetError, match="label_resampling"):
+        load_preset("smoke", path)
 
 
 def test_nnunet_environment_is_built_for_the_child_without_touching_this_process(tmp_path):
@@ -88,7 +102,7 @@ def test_nnunet_environment_is_built_for_the_child_without_touching_this_process
     assert env["nnUNet_results"] == str((tmp_path / "res").resolve())
     assert Path(env["nnUNet_extTrainer"]) == TRAINERS_DIR.resolve()
     assert env["nnUNet_n_proc_DA"] == "0"  # CPU: augmentation in-process
-    assert env[SCHEDULE_ENV["epochs"]] == "2" and env["PATH"] == "/bin"
+    assert env[SCHEDULE_ENV["epochs"]] == "1" and env["PATH"] == "/bin"
 
 
 def test_planning_environment_does_not_set_augmentation_workers(tmp_path):

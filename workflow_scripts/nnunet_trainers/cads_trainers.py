@@ -13,7 +13,10 @@ cadsflow.specialists.train sets for the training process only; unset, a trainer 
 """
 
 import os
+from os.path import join
+from time import time
 
+import numpy as np
 import torch
 
 from nnunetv2.training.nnUNetTrainer.variants.data_augmentation.nnUNetTrainerNoMirroring import (
@@ -46,16 +49,17 @@ class nnUNetTrainerCadsNoMirroring(nnUNetTrainerNoMirroring):
 
 
 class nnUNetTrainerCadsSmoke(nnUNetTrainerCadsNoMirroring):
-    """A whole nnU-Net training in about a minute on a CPU: a handful of iterations, no final validation.
+    """A whole nnU-Net training in seconds on a CPU: one epoch of a handful of iterations, no final validation,
+    no per-epoch progress plot or best-EMA checkpoint.
 
-    Everything else (plans, network, loss, augmentation, checkpoints) is nnU-Net's own, so the smoke model goes
-    through the same code paths as the paper model. The small patch comes from the plans: the smoke preset plans
-    with a small GPU-memory target and a coarse target spacing.
+    Everything else (plans, network, loss, augmentation, the final checkpoint) is nnU-Net's own, so the smoke model
+    goes through the same code paths as the paper model. The small network and a patch covering a whole demo
+    phantom come from the plans (the smoke preset's network and target spacing).
     """
 
-    SMOKE_EPOCHS = 2
-    SMOKE_ITERATIONS_PER_EPOCH = 5
-    SMOKE_VAL_ITERATIONS_PER_EPOCH = 2
+    SMOKE_EPOCHS = 1
+    SMOKE_ITERATIONS_PER_EPOCH = 10
+    SMOKE_VAL_ITERATIONS_PER_EPOCH = 1
 
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device("cuda")):
@@ -64,6 +68,16 @@ class nnUNetTrainerCadsSmoke(nnUNetTrainerCadsNoMirroring):
         self.num_iterations_per_epoch = _schedule_value(ITERATIONS_ENV, self.SMOKE_ITERATIONS_PER_EPOCH)
         self.num_val_iterations_per_epoch = _schedule_value(VAL_ITERATIONS_ENV, self.SMOKE_VAL_ITERATIONS_PER_EPOCH)
         self.save_every = self.num_epochs + 1  # intermediate checkpoints cost more than a smoke run is worth
+
+    def on_epoch_end(self):
+        # nnU-Net's on_epoch_end also writes checkpoint_best.pth whenever the EMA pseudo Dice improves and redraws
+        # progress.png (matplotlib) every epoch: seconds per epoch that a smoke run never reads. The periodic
+        # checkpoint (save_every) and the final checkpoint (on_train_end) stay nnU-Net's.
+        self.logger.log("epoch_end_timestamps", time(), self.current_epoch)
+        self.print_to_log_file("train_loss", np.round(self.logger.get_value("train_losses", step=-1), decimals=4))
+        if (self.current_epoch + 1) % self.save_every == 0 and self.current_epoch != self.num_epochs - 1:
+            self.save_checkpoint(join(self.output_folder, "checkpoint_latest.pth"))
+        self.current_epoch += 1
 
     def perform_actual_validation(self, save_probabilities: bool = False):
         # With fold "all" the validation cases are the training cases: a sliding-window pass over all of them would

@@ -27,6 +27,8 @@ def main(argv=None) -> int:
     parser.add_argument("--threads", type=int, default=1, help="CPU threads for torch")
     parser.add_argument("--tile-step-size", type=float, default=0.5,
                         help="sliding-window step as a fraction of the patch (the preset's tile_step_size)")
+    parser.add_argument("--label-resampling", choices=("probabilities", "nearest"), default="probabilities",
+                        help="how labels reach the image grid (the preset's label_resampling)")
     parser.add_argument("--fail-on-volume-error", action="store_true",
                         help="exit 1 when a volume failed (after predicting its shard-mates)")
     parser.add_argument("--log", help="append logging to this file")
@@ -51,7 +53,7 @@ def _run(args) -> int:
     cleanup = load_cleanup_rules(args.group, args.postprocessing or POSTPROCESSING_YAML)
     report = predict_shard(model["model_dir"], model["fold"], args.volumes, args.out_dir, args.group,
                            device=args.device, cleanup=cleanup, brain_dir=args.brain_dir, report_path=args.report,
-                           tile_step_size=args.tile_step_size)
+                           tile_step_size=args.tile_step_size, label_resampling=args.label_resampling)
     for outcome in report.failed:
         logging.getLogger("cadsflow.pseudolabel").error("volume %s failed: %s", outcome.volume_id, outcome.reason)
     return 1 if report.failed and args.fail_on_volume_error else 0

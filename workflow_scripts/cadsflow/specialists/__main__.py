@@ -1,8 +1,13 @@
-"""python -m cadsflow.specialists plan|train: one step of a group's specialist (Snakemake shell rules)."""
+"""python -m cadsflow.specialists plan|train: one step of a group's specialist (Snakemake shell rules).
+
+A module under a __main__ guard, not a Snakemake `script:`: nnU-Net's pooled steps (paper preset) spawn workers
+that re-import the main module.
+"""
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -25,15 +30,22 @@ def main(argv=None) -> int:
         step.add_argument("--nnunet-results", required=True, help="nnUNet_results folder (the models)")
         step.add_argument("--marker", required=True, help="marker to write when the step succeeded (JSON)")
         step.add_argument("--log", required=True, help="log file (nnU-Net's output goes there too)")
+        step.add_argument("--threads", type=int, default=1, help="CPU threads for torch (the rule's threads)")
     args = parser.parse_args(argv)
 
-    from cadsflow.specialists.nnunet import NnunetDirs
+    from cadsflow.specialists.nnunet import NnunetDirs, nnunet_env, training_env
     from cadsflow.specialists.presets import PRESETS_YAML, load_preset
     from cadsflow.specialists.train import plan_specialist, train_specialist
 
+    import torch
+
+    torch.set_num_threads(max(1, args.threads))
     with to_log(args.log):
         preset = load_preset(args.preset, args.presets_file or PRESETS_YAML)
         dirs = NnunetDirs(Path(args.nnunet_raw), Path(args.nnunet_preprocessed), Path(args.nnunet_results))
+        # nnU-Net reads its folders (and the Cads trainers their schedule) from the environment: this job's process
+        # is the one place that sets them, before nnU-Net runs in it.
+        os.environ.update(nnunet_env(dirs, base={}) if args.step == "plan" else training_env(dirs, preset, base={}))
         if args.step == "plan":
             plan_specialist(args.group, args.dataset, preset, dirs, args.marker, args.log)
         else:

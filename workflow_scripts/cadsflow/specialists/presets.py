@@ -15,9 +15,12 @@ from cadsflow.paths import CONFIG_DIR
 
 PRESETS_YAML = CONFIG_DIR / "presets.yaml"
 SCHEDULE_KEYS = ("epochs", "iterations_per_epoch", "val_iterations_per_epoch")
+NETWORK_KEYS = ("base_features", "max_features")
+LABEL_RESAMPLING = ("probabilities", "nearest")  # cadsflow.pseudolabel.infer.predict_array
 _FIELDS = (
-    "trainer", "schedule", "plans", "planner", "gpu_memory_target_gb", "target_spacing_mm", "configuration",
-    "fold", "device", "threads", "num_processes", "shard_size", "tile_step_size", "gpus", "gpu_model",
+    "trainer", "schedule", "plans", "planner", "gpu_memory_target_gb", "target_spacing_mm", "network",
+    "configuration", "fold", "device", "threads", "num_processes", "verify_dataset_integrity", "shard_size",
+    "tile_step_size", "label_resampling", "gpus", "gpu_model",
     "plan_runtime_min", "train_runtime_min", "infer_runtime_min_per_volume", "mem_mb",
 )
 
@@ -35,13 +38,16 @@ class Preset:
     planner: str
     gpu_memory_target_gb: float | None
     target_spacing_mm: tuple[float, float, float] | None
+    network: dict[str, int | None]  # base_features / max_features of nnU-Net's planner; None keeps nnU-Net's
     configuration: str
     fold: str  # "all" or "0".."4", as nnU-Net names fold folders
     device: str
     threads: int
     num_processes: int
+    verify_dataset_integrity: bool
     shard_size: int
     tile_step_size: float  # nnU-Net sliding-window step, a fraction of the patch (0.5: half-overlapping tiles)
+    label_resampling: str  # probabilities (nnU-Net's export) or nearest (argmax on the model grid, then labels)
     gpus: int
     gpu_model: str | None
     plan_runtime_min: int
@@ -53,7 +59,7 @@ class Preset:
     def model_settings(self) -> str:
         """The fields that shape a trained model; a change replans and retrains, inference-only fields do not."""
         fields = ("trainer", "schedule", "plans", "planner", "gpu_memory_target_gb", "target_spacing_mm",
-                  "configuration", "fold")
+                  "network", "configuration", "fold")
         return ", ".join(f"{k}={getattr(self, k)!r}" for k in fields)
 
     @property
@@ -85,13 +91,16 @@ def load_preset(name: str, path: str | Path = PRESETS_YAML) -> Preset:
         planner=str(entry["planner"]),
         gpu_memory_target_gb=_optional_float(entry["gpu_memory_target_gb"], f"{where}: gpu_memory_target_gb"),
         target_spacing_mm=_spacing(entry["target_spacing_mm"], where),
+        network=_network(entry["network"], where),
         configuration=str(entry["configuration"]),
         fold=_fold(entry["fold"], where),
         device=_device(entry["device"], where),
         threads=_positive_int(entry["threads"], f"{where}: threads"),
         num_processes=_positive_int(entry["num_processes"], f"{where}: num_processes"),
+        verify_dataset_integrity=_bool(entry["verify_dataset_integrity"], f"{where}: verify_dataset_integrity"),
         shard_size=_positive_int(entry["shard_size"], f"{where}: shard_size"),
         tile_step_size=_tile_step(entry["tile_step_size"], where),
+        label_resampling=_choice(entry["label_resampling"], LABEL_RESAMPLING, f"{where}: label_resampling"),
         gpus=_non_negative_int(entry["gpus"], f"{where}: gpus"),
         gpu_model=None if entry["gpu_model"] is None else str(entry["gpu_model"]),
         plan_runtime_min=_positive_int(entry["plan_runtime_min"], f"{where}: plan_runtime_min"),
@@ -105,6 +114,24 @@ def _schedule(value, where: str) -> dict[str, int]:
     if not isinstance(value, dict) or sorted(value) != sorted(SCHEDULE_KEYS):
         raise PresetError(f"{where}: schedule must have exactly the keys {list(SCHEDULE_KEYS)}, got {value!r}")
     return {k: _positive_int(value[k], f"{where}: schedule.{k}") for k in SCHEDULE_KEYS}
+
+
+def _choice(value, allowed, where: str) -> str:
+    if value not in allowed:
+        raise PresetError(f"{where}: expected one of {list(allowed)}, got {value!r}")
+    return value
+
+
+def _network(value, where: str) -> dict[str, int | None]:
+    if not isinstance(value, dict) or sorted(value) != sorted(NETWORK_KEYS):
+        raise PresetError(f"{where}: network must have exactly the keys {list(NETWORK_KEYS)}, got {value!r}")
+    return {k: None if value[k] is None else _positive_int(value[k], f"{where}: network.{k}") for k in NETWORK_KEYS}
+
+
+def _bool(value, where: str) -> bool:
+    if not isinstance(value, bool):
+        raise PresetError(f"{where}: expected true or false, got {value!r}")
+    return value
 
 
 def _spacing(value, where: str) -> tuple[float, float, float] | None:

@@ -1,23 +1,28 @@
 """Train one group's specialist (Online Methods 2.1, 6.1) in two jobs: plan + preprocess (CPU), then train.
 
-Both steps run nnU-Net's own command-line programs (`nnUNetv2_plan_and_preprocess`, `nnUNetv2_train`) in child
-processes with an explicit environment, so the model is exactly what nnU-Net makes by hand. Preprocessing is a job
-of its own so that a GPU job never spends hours resampling (Online Methods 6.1: ~9 h of preprocessing for 22,000
-images). Each step leaves a small JSON marker; pseudo-labeling reads the model folder from the training marker.
+Both steps run nnU-Net's own code (its fingerprint extractor, experiment planner, preprocessor and trainer classes)
+in the job's own process: one Python process per job, no second interpreter that imports torch again
+(cadsflow.specialists.planning says why that matters for small datasets). nnU-Net reads its folders from the
+environment; the job's entry (`python -m cadsflow.specialists`) sets them for its process, and these functions
+refuse to run against other folders. Preprocessing is a job of its own so that a GPU job never spends hours
+resampling (Online Methods 6.1: ~9 h of preprocessing for 22,000 images). Each step leaves a small JSON marker;
+pseudo-labeling reads the model folder from the training marker.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import re
-import subprocess
+import sys
 import time
 from pathlib import Path
 
 from cadsflow.atomic import write_text
 from cadsflow.labels import GROUP_IDS
-from cadsflow.specialists.nnunet import NnunetDirs, nnunet_env, plan_command, train_command, training_env
+from cadsflow.specialists.nnunet import NnunetDirs, nnunet_env
+from cadsflow.specialists.planning import PlanningError, check_nnunet_folders, plan_and_preprocess
 from cadsflow.specialists.presets import Preset
 
 CHECKPOINT_NAME = "checkpoint_final.pth"
@@ -35,12 +40,11 @@ def plan_specialist(group: int, raw_dataset: str | Path, preset: Preset, dirs: N
     `raw_dataset` is the group's nnU-Net raw dataset folder (Dataset<G>_<Name>) directly inside `dirs.raw`.
     """
     dataset_name = _check_dataset(group, Path(raw_dataset), dirs)
-    seconds = _run("plan and preprocess", group, plan_command(group, preset), nnunet_env(dirs), log_path)
-    plans_file = Path(dirs.preprocessed) / dataset_name / f"{preset.plans}.json"
-    if not plans_file.is_file():
-        raise TrainingError(f"group {group}: nnU-Net planning finished but left no {plans_file}; see {log_path}")
+    _check_folders(dirs)
+    with _step("plan and preprocess", group, log_path) as timer:
+        plans_file = plan_and_preprocess(group, dataset_name, preset)
     record = {"group": group, "dataset": dataset_name, "preset": preset.name, "plans": preset.plans,
-              "plans_file": str(plans_file.resolve()), "seconds": round(seconds, 1)}
+              "plans_file": str(plans_file.resolve()), "seconds": round(timer.seconds, 1)}
     write_text(marker, json.dumps(record, indent=2) + "\n")
     return record
 
@@ -55,9 +59,11 @@ def train_specialist(group: int, planned: str | Path, preset: Preset, dirs: Nnun
     if plan["plans"] != preset.plans:
         raise TrainingError(f"{planned}: planned with {plan['plans']}, but preset {preset.name} trains on "
                             f"{preset.plans}; rerun the planning")
+    _check_folders(dirs)
     model_dir = dirs.model_dir(plan["dataset"], preset)
     _remove_stale_checkpoints(model_dir / f"fold_{preset.fold}", Path(planned))
-    seconds = _run("train", group, train_command(group, preset), training_env(dirs, preset), log_path)
+    with _step("train", group, log_path) as timer:
+        run_nnunet_training(group, preset)
     checkpoint = model_dir / f"fold_{preset.fold}" / CHECKPOINT_NAME
     if not checkpoint.is_file():
         raise TrainingError(f"group {group}: nnU-Net training finished but left no {checkpoint}; see {log_path}")
@@ -71,12 +77,25 @@ def train_specialist(group: int, planned: str | Path, preset: Preset, dirs: Nnun
         "fold": preset.fold,
         "model_dir": str(model_dir.resolve()),
         "checkpoint": str(checkpoint.resolve()),
-        "seconds": round(seconds, 1),
+        "seconds": round(timer.seconds, 1),
     }
     write_text(marker, json.dumps(record, indent=2) + "\n")
-    log.info("group %s: specialist %s trained in %.0f s", group, model_dir, seconds)
+    log.info("group %s: specialist %s trained in %.0f s", group, model_dir, timer.seconds)
     return record
 
+
+def run_nnunet_training(dataset_id: int, preset: Preset) -> None:
+    """nnUNetv2_train's single-device path in this process: find the trainer, continue from the fold's latest
+    checkpoint when there is one (a retried or requeued GPU job resumes a training that outlasts the scheduler's
+    time limit), train, then run the trainer's final validation (which the Cads smoke trainers skip)."""
+    import torch
+    from nnunetv2.run.run_training import get_trainer_from_args, maybe_load_checkpoint
+
+    trainer = get_trainer_from_args(str(dataset_id), preset.configuration, preset.fold, preset.trainer, preset.plans,
+                                    continue_training=True, device=torch.device(preset.device))
+    maybe_load_checkpoint(trainer, continue_training=True, validation_only=False)
+    trainer.run_training()
+    trainer.perform_actual_validation(False)
 
 def read_marker(marker: str | Path, keys=("model_dir", "fold")) -> dict:
     """A marker this module wrote (by default a training marker); raise naming the file when it is not one."""
@@ -112,14 +131,35 @@ def _remove_stale_checkpoints(fold_dir: Path, planned: Path) -> None:
             checkpoint.unlink()
 
 
-def _run(step: str, group: int, cmd: list[str], env: dict[str, str], log_path) -> float:
-    """Run one nnU-Net program with its output appended to the job's log; return its wall time in seconds."""
-    log.info("group %s: %s: %s", group, step, " ".join(cmd))
+def _check_folders(dirs: NnunetDirs) -> None:
+    expected = nnunet_env(dirs, base={})
+    try:
+        check_nnunet_folders(expected)
+    except PlanningError as exc:
+        raise TrainingError(str(exc)) from None
+
+
+class _Timer:
+    seconds = 0.0
+
+
+@contextlib.contextmanager
+def _step(step: str, group: int, log_path):
+    """Run one nnU-Net step with its printed output appended to the job's log; time it; name the step on failure."""
+    log.info("group %s: %s", group, step)
+    timer = _Timer()
     started = time.monotonic()
     with open(log_path, "a") as handle:
-        handle.write(f"\n### group {group}: {step}: {' '.join(cmd)}\n")
+        handle.write(f"\n### group {group}: {step} (nnU-Net in this process)\n")
         handle.flush()
-        result = subprocess.run(cmd, env=env, stdout=handle, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-    if result.returncode != 0:
-        raise TrainingError(f"group {group}: nnU-Net {step} exited with status {result.returncode}; see {log_path}")
-    return time.monotonic() - started
+        try:
+            with contextlib.redirect_stdout(handle):
+                yield timer
+        except TrainingError:
+            raise
+        except Exception as exc:
+            raise TrainingError(f"group {group}: nnU-Net {step} failed: {type(exc).__name__}: {exc}; "
+                                f"see {log_path}") from exc
+        finally:
+            timer.seconds = time.monotonic() - started
+            sys.stdout.flush()
