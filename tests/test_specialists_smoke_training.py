@@ -1,5 +1,6 @@
 """End to end with real nnU-Net: plan, preprocess and train the smoke specialist on a tiny constructed dataset,
-then pseudo-label a shard of volumes (one model load, a corrupt member reported, a rerun redoing only the missing).
+then pseudo-label a shard of volumes (one model load, a corrupt member reported, a rerun redoing only the missing,
+and re-predicting exactly the volumes whose image, brain map or model changed).
 """
 
 import json
@@ -17,7 +18,7 @@ from cadsflow.pseudolabel.infer import FAILED, OK, SKIPPED_NO_BRAIN, load_predic
 from cadsflow.pseudolabel.postprocess import BRAIN_MIN_VOXELS, brain_label_id, keep_largest_components, load_cleanup_rules
 from cadsflow.specialists.nnunet import TRAINERS_DIR, NnunetDirs, nnunet_env
 from cadsflow.specialists.presets import load_preset
-from cadsflow.specialists.train import plan_specialist, read_marker, train_specialist
+from cadsflow.specialists.train import read_marker
 
 pytestmark = pytest.mark.slow
 
@@ -78,9 +79,19 @@ def trained(tmp_path_factory):
     dirs = NnunetDirs(root / "nnUNet_raw", root / "nnUNet_preprocessed", root / "models")
     dataset = write_dataset(dirs.raw)
     planned, marker = root / "nnUNet_preprocessed" / f"{GROUP}.planned", root / "models" / f"{GROUP}.done"
-    plan_specialist(GROUP, dataset, load_preset("smoke"), dirs, planned, root / "plan.log")
-    record = train_specialist(GROUP, planned, load_preset("smoke"), dirs, marker, root / "train.log")
-    return root, dirs, marker, record
+    specialist_step(dirs, "plan", "--dataset", str(dataset), "--marker", str(planned), "--log", str(root / "plan.log"))
+    specialist_step(dirs, "train", "--planned", str(planned), "--marker", str(marker), "--log", str(root / "train.log"))
+    return root, dirs, marker, read_marker(marker)
+
+
+def specialist_step(dirs, step, *args):
+    """A specialist job as the rules run it: `python -m cadsflow.specialists` in its own process (nnU-Net runs in it)."""
+    cmd = [sys.executable, "-m", "cadsflow.specialists", step, "--group", str(GROUP), "--preset", "smoke",
+           "--nnunet-raw", str(dirs.raw), "--nnunet-preprocessed", str(dirs.preprocessed),
+           "--nnunet-results", str(dirs.results), "--threads", "2", *args]
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO / "workflow_scripts"), os.environ.get("PYTHONPATH", "")]))
+    result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
 
 
 def test_smoke_training_leaves_a_final_checkpoint_and_a_marker_naming_it(trained):
@@ -116,7 +127,8 @@ def test_shard_loads_the_model_once_keeps_good_volumes_when_one_fails_and_rerun_
     for volume_id in ("vol_a", "vol_c"):
         written = nib.load(out_dir / f"{volume_id}.nii.gz")
         assert written.shape == SHAPE and np.allclose(written.affine, AFFINE)
-        assert set(np.unique(np.asanyarray(written.dataobj))) <= {0, 1, 2}
+        values = np.asanyarray(written.dataobj)
+        assert set(np.unique(values)) <= {0, 1, 2} and values.any()  # an empty map is not a prediction
     assert not (out_dir / "vol_b.nii.gz").exists()
     kept = {v: (out_dir / f"{v}.nii.gz").stat().st_mtime_ns for v in ("vol_a", "vol_c")}
 
@@ -180,3 +192,75 @@ def test_head_group_shard_predicts_where_the_brain_passes_and_empties_where_it_d
     assert np.asanyarray(nib.load(out_dir / "with_brain.nii.gz").dataobj).any()  # the box covers this small volume
     assert not np.asanyarray(nib.load(out_dir / "without_brain.nii.gz").dataobj).any()
     assert (root / "head.log").read_text().count(MODEL_LOAD_LINE) == 1
+
+
+def _later_than(path, *outputs):
+    """Give `path` a modification time after every output's, whatever the file system clock's tick."""
+    newest = max(o.stat().st_mtime for o in outputs)
+    os.utime(path, (newest + 10, newest + 10))
+
+
+def _brain_map(path, n_brain, offset=0):
+    brain = np.zeros(SHAPE, dtype=np.uint8)
+    brain.reshape(-1)[offset:offset + n_brain] = brain_label_id()
+    write_nifti(path, brain, AFFINE)
+
+
+def _mtimes(out_dir, volume_ids):
+    return {v: (out_dir / f"{v}.nii.gz").stat().st_mtime_ns for v in volume_ids}
+
+
+def test_rerun_re_predicts_exactly_the_volumes_whose_image_or_brain_map_changed(trained):
+    """Head group 558 (the 551 model stands in): one volume gets a new image, one a new group-553 brain map."""
+    root, dirs, marker, _ = trained
+    ids = ("new_image", "new_brain", "unchanged")
+    folder = root / "rerun_inputs"
+    volumes = [write_standardized(folder, v, seed=50 + i) for i, v in enumerate(ids)]
+    for v in ids:
+        _brain_map(folder / "553" / f"{v}.nii.gz", BRAIN_MIN_VOXELS)
+    out_dir = folder / "558"
+    args = (out_dir, out_dir / "shard_0.tsv")
+    first = pseudolabel(dirs, marker, volumes, *args, root / "rerun1.log", "--brain-dir", str(folder / "553"), group=558)
+    assert first.returncode == 0, first.stderr
+    before = _mtimes(out_dir, ids)
+
+    write_standardized(folder, "new_image", seed=60)  # another scan under the same id
+    _later_than(folder / "new_image" / "image.nii.gz", *(out_dir / f"{v}.nii.gz" for v in ids))
+    _brain_map(folder / "553" / "new_brain.nii.gz", BRAIN_MIN_VOXELS, offset=SHAPE[1] * SHAPE[2])  # brain moved
+    _later_than(folder / "553" / "new_brain.nii.gz", *(out_dir / f"{v}.nii.gz" for v in ids))
+    second = pseudolabel(dirs, marker, volumes, *args, root / "rerun2.log", "--brain-dir", str(folder / "553"),
+                         group=558)
+    assert second.returncode == 0, second.stderr
+    after = _mtimes(out_dir, ids)
+    assert {v for v in ids if after[v] != before[v]} == {"new_image", "new_brain"}
+    assert (root / "rerun2.log").read_text().count(MODEL_LOAD_LINE) == 1
+    assert [o.status for o in read_report(out_dir / "shard_0.tsv")] == [OK, OK, OK]
+
+
+def test_rerun_re_predicts_every_volume_after_the_model_is_retrained_in_place(trained):
+    import shutil
+
+    import torch
+
+    root, dirs, _, record = trained
+    model_dir = root / "retrained" / "model"
+    shutil.copytree(record["model_dir"], model_dir)  # a private copy: the other tests keep the original
+    marker = root / "retrained" / f"{GROUP}.done"
+    marker.write_text(json.dumps({**read_marker(trained[2]), "model_dir": str(model_dir)}))
+    volumes = [write_standardized(root / "retrained" / "std", v, seed=70 + i) for i, v in enumerate(("r1", "r2"))]
+    out_dir = root / "retrained" / "out"
+    first = pseudolabel(dirs, marker, volumes, out_dir, out_dir / "shard_0.tsv", root / "retrained1.log")
+    assert first.returncode == 0, first.stderr
+    before = _mtimes(out_dir, ("r1", "r2"))
+
+    checkpoint = model_dir / "fold_all" / "checkpoint_final.pth"  # a retraining rewrites the weights in place
+    state = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    state["network_weights"] = {k: (v * 1.01 if v.is_floating_point() else v)
+                                for k, v in state["network_weights"].items()}
+    torch.save(state, checkpoint)
+    _later_than(checkpoint, *(out_dir / f"{v}.nii.gz" for v in ("r1", "r2")))
+    second = pseudolabel(dirs, marker, volumes, out_dir, out_dir / "shard_0.tsv", root / "retrained2.log")
+    assert second.returncode == 0, second.stderr
+    after = _mtimes(out_dir, ("r1", "r2"))
+    assert all(after[v] != before[v] for v in ("r1", "r2"))
+    assert (root / "retrained2.log").read_text().count(MODEL_LOAD_LINE) == 1
