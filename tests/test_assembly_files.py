@@ -11,7 +11,7 @@ import pytest
 from helpers import spacing_affine, write_nifti
 
 from cadsflow.assembly.__main__ import main as assembly_main
-from cadsflow.assembly.blocks import AssemblyConfigError, load_blocks
+from cadsflow.assembly.blocks import AssemblyConfigError, load_blocks, load_flavors
 from cadsflow.assembly.card import (
     origin_table,
     structure_table,
@@ -42,6 +42,13 @@ def test_config_blocks_hold_the_cervical_thoracic_lumbar_vertebrae_and_all_ribs(
         "cervical_vertebrae": (552, 7), "thoracic_vertebrae": (552, 12), "lumbar_vertebrae": (552, 5),
         "ribs": (555, 24)}
     assert blocks["lumbar_vertebrae"].structures == tuple(f"vertebrae_L{i}" for i in (5, 4, 3, 2, 1))
+
+
+def test_flavor_order_comes_from_the_flavors_config_unless_the_assembly_config_lists_it(tmp_path):
+    assert load_flavors() == ("GT", "Pseudo", "Shape")
+    path = tmp_path / "assembly.yaml"
+    path.write_text("flavors: [Shape, GT]\n")
+    assert load_flavors(path) == ("Shape", "GT")
 
 
 def test_a_structure_in_two_blocks_is_refused(tmp_path):

@@ -14,6 +14,7 @@ from cadsflow.assembly.merge import (
     choose_block_flavor,
     merge_order,
     missing_structures,
+    read_gt_shares,
     read_priority,
 )
 from cadsflow.assembly.provenance import GROUND_TRUTH
@@ -193,3 +194,22 @@ def test_read_priority_keeps_the_group_and_reads_na_as_unknown_dice(tmp_path):
     rows = read_priority(path, 551)
     assert [(r.structure, r.first, r.gt_share) for r in rows] == [("spleen", "GT", 0.05), ("liver", "Shape", 0.5)]
     assert rows[0].mean_dice_first == 0.91 and math.isnan(rows[1].mean_dice_first)
+
+
+def test_read_priority_takes_the_first_flavors_mean_dice_from_the_rankings_per_flavor_columns(tmp_path):
+    # the layout cadsflow.ranking writes: no mean_dice_first / gt_share, per-flavor means instead
+    path = tmp_path / "priority.tsv"
+    path.write_text("group\tstructure\tfirst\tsecond\tthird\tsplit_kind\tmean_dice_GT\tmean_dice_Pseudo\t"
+                    "mean_dice_Shape\tnote\n"
+                    "551\tspleen\tPseudo\tGT\tShape\tOOD\t0.81\t0.93\t0.90\t\n"
+                    "551\tliver\tShape\tGT\tPseudo\tID\t0.95\t0.94\t0.96\t\n")
+    rows = read_priority(path, 551, gt_shares={"spleen": 0.25})
+    assert [(r.structure, r.mean_dice_first, r.gt_share) for r in rows][0] == ("spleen", 0.93, 0.25)
+    assert rows[1].mean_dice_first == 0.96 and math.isnan(rows[1].gt_share)
+
+
+def test_read_gt_shares_reads_a_structure_table(tmp_path):
+    path = tmp_path / "shares.tsv"
+    path.write_text("structure\tgt_share\nspleen\t0.25\nliver\tNA\n")
+    shares = read_gt_shares(path)
+    assert shares["spleen"] == 0.25 and math.isnan(shares["liver"])

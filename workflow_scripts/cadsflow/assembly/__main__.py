@@ -31,6 +31,7 @@ def main(argv=None) -> int:
                        help="a flavor's prediction folder (<volume_id>.nii.gz), {group} standing for the group; "
                             "repeat per flavor")
     batch.add_argument("--priority", required=True, help="results/ranking/priority.tsv")
+    batch.add_argument("--gt-shares", help="TSV structure, gt_share (when the priority table has no gt_share)")
     batch.add_argument("--gt-dirs", nargs="+", required=True,
                        help=f"per volume (aligned with --volumes) its results/gt/<batch>/<volume_id> folder or {NONE}")
     batch.add_argument("--out-dir", required=True, help="results/assembled/{group} ({group} stands for the group)")
@@ -59,7 +60,7 @@ def main(argv=None) -> int:
 
 def _batch(args) -> int:
     from cadsflow.assembly.blocks import ASSEMBLY_YAML, blocks_of_group, load_blocks, load_flavors
-    from cadsflow.assembly.merge import read_priority
+    from cadsflow.assembly.merge import read_gt_shares, read_priority
     from cadsflow.assembly.provenance import write_provenance
     from cadsflow.assembly.ribs import load_rib_settings
     from cadsflow.assembly.volume import assemble_batch
@@ -71,13 +72,14 @@ def _batch(args) -> int:
     if len(args.groups) > 1 and "{group}" not in args.out_dir:
         raise SystemExit("--out-dir must contain {group} when several groups are assembled")
     gt_dirs = [None if d == NONE else d for d in _aligned(args.gt_dirs, len(args.volumes), "--gt-dirs")]
+    shares = read_gt_shares(args.gt_shares) if args.gt_shares else None
     rows = []
     for group in sorted(set(args.groups), key=lambda g: (g == settings.group, g)):  # spine before ribs
         out_dir = args.out_dir.format(group=group)
         ribs = _rib_inputs(args, settings) if group == settings.group else None
-        rows += assemble_batch(args.volumes, group, {f: d.format(group=group) for f, d in flavor_dirs.items()},
-                               read_priority(args.priority, group), gt_dirs, out_dir, blocks_of_group(blocks, group),
-                               flavors, settings, ribs)
+        dirs = {f: d.format(group=group) for f, d in flavor_dirs.items()}
+        rows += assemble_batch(args.volumes, group, dirs, read_priority(args.priority, group, shares), gt_dirs,
+                               out_dir, blocks_of_group(blocks, group), flavors, settings, ribs)
     write_provenance(rows, args.batch_provenance)
     return 0
 

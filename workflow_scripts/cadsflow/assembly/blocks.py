@@ -17,6 +17,7 @@ from cadsflow.labels import LabelSpace, load_label_space
 from cadsflow.paths import CONFIG_DIR
 
 ASSEMBLY_YAML = CONFIG_DIR / "assembly.yaml"
+FLAVORS_YAML = CONFIG_DIR / "flavors.yaml"  # the flavors stage's config: its `flavors` list names them
 
 
 class AssemblyConfigError(ValueError):
@@ -49,9 +50,13 @@ def blocks_of_group(blocks: tuple[Block, ...], group: int) -> tuple[Block, ...]:
 
 
 def load_flavors(path: str | Path = ASSEMBLY_YAML) -> tuple[str, ...]:
-    """The flavor names in tie-break order (the first listed wins a tie)."""
+    """The flavor names in tie-break order (the first listed wins a tie): the assembly config's `flavors`, else
+    the `flavors` list of config/flavors.yaml (the flavors stage's own list, so the names are defined once)."""
     path = Path(path)
     flavors = read_assembly_config(path).get("flavors")
+    if flavors is None:
+        path = FLAVORS_YAML
+        flavors = read_assembly_config(path).get("flavors")
     if not isinstance(flavors, list) or not flavors or not all(isinstance(f, str) and f for f in flavors):
         raise AssemblyConfigError(f"{path}: `flavors` must be a non-empty list of flavor names, got {flavors!r}")
     if len(set(flavors)) != len(flavors):

@@ -27,7 +27,9 @@ import numpy as np
 from cadsflow.assembly.blocks import Block
 from cadsflow.assembly.provenance import GROUND_TRUTH, AssemblyRow, provenance_rows
 
-PRIORITY_COLUMNS = ("structure", "group", "first", "second", "third", "mean_dice_first", "gt_share")
+PRIORITY_COLUMNS = ("structure", "group", "first")  # required; the rest: read_priority
+DICE_FIRST = "mean_dice_first"
+GT_SHARE = "gt_share"
 
 
 @dataclass(frozen=True)
@@ -180,26 +182,52 @@ def missing_structures(priority: Sequence[PriorityRow], label_ids: Mapping[str, 
     return sorted((s for s in label_ids if s not in listed), key=label_ids.get)
 
 
-def read_priority(path: str | Path, group: int | None = None) -> list[PriorityRow]:
-    """The priority table's rows (of one group if given); raise naming the file on a missing column or value."""
+def read_priority(
+    path: str | Path, group: int | None = None, gt_shares: Mapping[str, float] | None = None
+) -> list[PriorityRow]:
+    """The priority table's rows (of one group if given); raise naming the file on a missing column or value.
+
+    The selected flavor's mean Dice is the column `mean_dice_first`, or else the ranking's `mean_dice_<flavor>`
+    of the row's first flavor (what cadsflow.ranking writes). The ground-truth share is the column `gt_share`,
+    else `gt_shares[structure]`, else unknown (NaN: lowest, so an equal-Dice tie then goes by name).
+    """
     path = Path(path)
     with open(path, newline="") as handle:
         reader = csv.DictReader(handle, delimiter="\t")
-        missing = [c for c in PRIORITY_COLUMNS if c not in (reader.fieldnames or [])]
+        columns = reader.fieldnames or []
+        missing = [c for c in PRIORITY_COLUMNS if c not in columns]
         if missing:
             raise ValueError(f"{path}: priority table lacks columns {missing}")
         rows = []
         for line, r in enumerate(reader, start=2):
+            if group is not None and r["group"].strip() != str(group):
+                continue
             try:
-                row = PriorityRow(r["structure"].strip(), int(r["group"]), r["first"].strip(), r["second"].strip(),
-                                  r["third"].strip(), _float(r["mean_dice_first"]), _float(r["gt_share"]))
+                first = r["first"].strip()
+                dice = r.get(DICE_FIRST) if DICE_FIRST in columns else r.get(f"mean_dice_{first}")
+                if dice is None:
+                    raise ValueError(f"no {DICE_FIRST} column and no mean_dice_{first} column for flavor {first!r}")
+                share = r[GT_SHARE] if GT_SHARE in columns else (gt_shares or {}).get(r["structure"].strip(), "")
+                rows.append(PriorityRow(r["structure"].strip(), int(r["group"]), first, (r.get("second") or "").strip(),
+                                        (r.get("third") or "").strip(), _float(dice), _float(str(share))))
             except (TypeError, ValueError, AttributeError) as exc:
                 raise ValueError(f"{path}:{line}: cannot parse priority row ({exc})") from None
-            if group is None or row.group == group:
-                rows.append(row)
     if group is not None and not rows:
         raise ValueError(f"{path}: no priority rows for group {group}")
     return rows
+
+
+def read_gt_shares(path: str | Path) -> dict[str, float]:
+    """A TSV with columns structure, gt_share (for priority tables that do not carry the share)."""
+    path = Path(path)
+    with open(path, newline="") as handle:
+        reader = csv.DictReader(handle, delimiter="\t")
+        if not {"structure", GT_SHARE} <= set(reader.fieldnames or []):
+            raise ValueError(f"{path}: expected columns structure, {GT_SHARE}")
+        try:
+            return {r["structure"].strip(): _float(r[GT_SHARE]) for r in reader}
+        except ValueError as exc:
+            raise ValueError(f"{path}: {exc}") from None
 
 
 def _checked_map(flavor_maps: Mapping[str, np.ndarray], flavor: str, n_ids: int, where: str) -> np.ndarray:
