@@ -18,7 +18,8 @@ from cadsflow.ranking.algorithm import (
     PRIMARY_MEAN,
     PRIMARY_SIGNIFICANCE,
     SECONDARY_SIGNIFICANCE,
-    TIE_BREAK,
+    TIE_BREAK_FLAVOR_ORDER,
+    TIE_BREAK_SECONDARY_MEAN,
     RankingSettings,
     ambiguous_top,
     award_points,
@@ -224,6 +225,28 @@ def test_significant_hd95_outranks_a_non_significant_dice_mean_order():
     assert (d.decided_by, d.secondary_decided) == (SECONDARY_SIGNIFICANCE, True)
 
 
+def test_non_significant_hd95_means_break_ties_only_unless_the_literal_reading_is_configured():
+    dice = {"GT": 0.82 + 0.1 * NORMAL, "Pseudo": 0.81 + 0.1 * NORMAL[::-1], "Shape": 0.80 + 0.1 * NORMAL}
+    hd95 = {"GT": 3.4 + NORMAL, "Pseudo": 3.0 + NORMAL[::-1], "Shape": 3.2 + NORMAL}
+    table = scores(dice, hd95)
+    default = rank_structure(table, SETTINGS)
+    literal = rank_structure(table, RankingSettings(secondary_mean_rank_points=1))
+    assert default.secondary.wins == () and default.secondary.omnibus_p > 0.05
+    assert default.total_points == default.primary_points == {"GT": 2, "Pseudo": 1, "Shape": 0}
+    assert default.order == ("GT", "Pseudo", "Shape") and default.decided_by == PRIMARY_MEAN
+    assert literal.total_points == {"GT": 2, "Pseudo": 3, "Shape": 1}  # + HD95 mean ranks 0, 2, 1
+    assert literal.order == ("Pseudo", "GT", "Shape") and literal.secondary_decided
+
+
+def test_equal_dice_and_no_significant_hd95_difference_are_settled_by_mean_hd95():
+    same = 0.8 + 0.05 * NORMAL
+    hd95 = {"GT": 3.2 + NORMAL, "Pseudo": 3.0 + NORMAL[::-1], "Shape": 3.4 + NORMAL}
+    d = rank_structure(scores({"GT": same, "Pseudo": same, "Shape": same}, hd95), SETTINGS)
+    assert d.secondary.wins == ()
+    assert d.order == ("Pseudo", "GT", "Shape")
+    assert (d.decided_by, d.secondary_decided) == (TIE_BREAK_SECONDARY_MEAN, True)
+
+
 @pytest.mark.parametrize("normal, equal, algorithm1, normality_first", [
     (True, True, "anova", "anova"),
     (True, False, "welch_anova", "welch_anova"),
@@ -294,7 +317,7 @@ def test_a_structure_without_finite_scores_keeps_the_configured_order():
 def test_equal_points_and_means_fall_back_to_the_configured_flavor_order():
     same = 0.8 + 0.05 * NORMAL
     d = rank_structure(scores({"Shape": same, "Pseudo": same, "GT": same}), SETTINGS)
-    assert d.order == ("GT", "Pseudo", "Shape") and d.decided_by == TIE_BREAK
+    assert d.order == ("GT", "Pseudo", "Shape") and d.decided_by == TIE_BREAK_FLAVOR_ORDER
 
 
 def test_only_volumes_every_flavor_was_scored_on_are_compared():

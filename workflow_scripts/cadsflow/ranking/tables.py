@@ -32,7 +32,7 @@ FLAVORS_YAML = CONFIG_DIR / "flavors.yaml"
 KEY_COLUMNS = ("structure", "group", "flavor", "volume_id", "split_kind")
 ORDINALS = ("first", "second", "third", "fourth", "fifth", "sixth")
 _SETTINGS_KEYS = {"alpha", "primary_metric", "secondary_metric", "preferred_split", "fallback_split", "test_choice",
-                  "posthoc", "dunn_p_adjust", "min_n", "align_volumes"}
+                  "posthoc", "dunn_p_adjust", "min_n", "align_volumes", "secondary_mean_rank_points"}
 
 
 def rank_scores(paths: Sequence[str | Path], out: str | Path,
