@@ -213,3 +213,25 @@ def test_percentile_scaling_of_a_constant_image_is_zero_and_nonfinite_voxels_are
     assert out[50] == 0.0
     assert out[95] == pytest.approx((95 - np.percentile(np.delete(image, 50), 5)) /
                                     np.ptp(np.percentile(np.delete(image, 50), [5, 95])), rel=1e-6)
+
+
+def test_cli_scales_a_ct_file_keeping_its_grid_and_writes_flavor_plans(tmp_path):
+    import nibabel as nib
+
+    from cadsflow.flavors.__main__ import main
+    from helpers import spacing_affine, write_nifti
+
+    ct = np.arange(101, dtype=np.int16).reshape(101, 1, 1) * np.ones((1, 2, 3), np.int16)
+    affine = spacing_affine((1.5, 1.5, 1.5), origin=(-10.0, 5.0, 2.0))
+    src = write_nifti(tmp_path / "ct.nii.gz", ct, affine)
+    out = tmp_path / "flavor_images" / "ct_0000.nii.gz"
+    assert main(["scale", "--images", src, "--out", str(out), "--preset", "paper"]) == 0
+    written = nib.load(str(out))
+    np.testing.assert_array_equal(written.affine, affine)
+    np.testing.assert_array_equal(np.asarray(written.dataobj), scale_percentiles(ct))
+    assert written.get_data_dtype() == np.float32
+
+    plans_json = tmp_path / "nnUNetPlans.json"
+    plans_json.write_text(json.dumps(planner_plans()))
+    assert main(["plans", "--source", str(plans_json), "--preset", "paper"]) == 0
+    assert "3d_cads_flavor" in json.loads((tmp_path / "nnUNetPlansCadsFlavor.json").read_text())["configurations"]

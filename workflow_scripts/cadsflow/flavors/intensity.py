@@ -16,10 +16,23 @@ spacing, as the standardized 1.5 mm volumes are).
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
 PERCENTILES = (5.0, 95.0)  # Online Methods 6.1: "from the 5th to 95th percentiles"
 TARGET_RANGE = (0.0, 1.0)  # Online Methods 6.1: "to the range [0, 1] and apply clipping"
+
+
+def write_scaled_image(source: str | Path, out: str | Path, percentiles: tuple[float, float] = PERCENTILES) -> None:
+    """Read a CT (NIfTI or DICOM series), write its percentile-scaled float32 image to `out` (NIfTI, atomically).
+
+    The grid (shape and affine) is kept, so the scaled image pairs with the volume's label maps voxel for voxel.
+    """
+    from cadsflow.imageio import read_volume, save_nifti
+
+    volume = read_volume(source)
+    save_nifti(scale_percentiles(volume.data, percentiles), volume.affine, out)
 
 
 def scale_percentiles(image: np.ndarray, percentiles: tuple[float, float] = PERCENTILES) -> np.ndarray:
