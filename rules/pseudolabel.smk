@@ -11,6 +11,8 @@ rule pseudolabel_shard:
         model=lambda wc: sp_model_marker(wc.group),
         batches=pl_shard_batches,
         brain=pl_brain_shard,
+        # its content shapes the label maps: a changed rule reruns the shards (Snakemake's input trigger)
+        postprocessing=project_path(config["pseudolabel"]["postprocessing"]),
     output:
         report="results/pseudolabels/{group}/shard_{shard}.tsv",
     log:
@@ -32,7 +34,6 @@ rule pseudolabel_shard:
         out_dir="results/pseudolabels/{group}",
         brain=pl_brain_args,
         trainers=str(TRAINERS_DIR),
-        postprocessing=str(project_path(config["pseudolabel"]["postprocessing"])),
         device=PL_DEVICE,
         tile_step=SP_PRESET.tile_step_size,
         label_resampling=SP_PRESET.label_resampling,
@@ -44,7 +45,7 @@ rule pseudolabel_shard:
     shell:
         "nnUNet_extTrainer={params.trainers:q} python -m cadsflow.pseudolabel --group {wildcards.group}"
         " --model {input.model:q} --volumes {params.volumes:q} --out-dir {params.out_dir:q}"
-        " --report {output.report:q} {params.brain} --postprocessing {params.postprocessing:q}"
+        " --report {output.report:q} {params.brain} --postprocessing {input.postprocessing:q}"
         " --device {params.device} --tile-step-size {params.tile_step}"
         " --label-resampling {params.label_resampling} --threads {threads} {params.strict}"
         " --log {log:q} 2>> {log:q}"

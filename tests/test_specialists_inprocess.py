@@ -58,7 +58,7 @@ SCRIPT = textwrap.dedent("""
     mode = sys.argv[1]
     preset = dataclasses.replace(load_preset("smoke"), num_processes=1 if mode == "serial" else 2)
     if __name__ == "__main__":
-        fingerprint = extract_fingerprint(551, preset.num_processes)
+        fingerprint = extract_fingerprint(551, preset.num_processes, preset.fingerprint_samples)
         from cadsflow.specialists.planning import _planner
         _planner(551, preset).plan_experiment()
         preprocess(551, "Dataset551_Tiny", preset)

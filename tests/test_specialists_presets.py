@@ -65,7 +65,7 @@ def test_presets_differ_only_in_cost_fields_and_the_paper_preset_trains_nnunets_
     differing = sorted(f.name for f in dataclasses.fields(smoke)
                        if f.name != "name" and getattr(smoke, f.name) != getattr(paper, f.name))
     assert differing == [
-        "device", "gpu_memory_target_gb", "gpus", "infer_runtime_min_per_volume", "label_resampling", "mem_mb",
+        "device", "fingerprint_samples", "gpu_memory_target_gb", "gpus", "infer_runtime_min_per_volume", "label_resampling", "mem_mb",
         "network", "num_processes", "plan_runtime_min", "plans", "schedule", "shard_size", "target_spacing_mm",
         "threads", "tile_step_size", "train_runtime_min", "trainer", "verify_dataset_integrity",
     ]

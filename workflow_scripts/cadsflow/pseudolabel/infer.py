@@ -1,9 +1,15 @@
 """Predict one shard of volumes with one specialist: one model load per job, one label map per volume.
 
 A shard job loads the nnU-Net model once (nnUNetPredictor.initialize_from_trained_model_folder) and predicts its
-volumes one after another. A volume that fails is reported and its shard-mates' label maps are kept; a rerun
-predicts only the volumes whose label map is missing or older than what it was made from (the model, the image,
-and for head groups the brain label map). Each label map is written atomically, so present means complete.
+volumes one after another. A volume that fails is reported and its shard-mates' label maps are kept. Each label map
+is written atomically, so present means complete.
+
+Snakemake decides what reruns, and the job obeys: a shard job that Snakemake runs predicts every member again
+(a forced rerun, a changed input, parameter or post-processing table). The one exception keeps the benefit of a
+resume after a kill: a job finds the marker `<report>.running` that an interrupted run of the same shard left, and
+then skips a volume whose label map carries, in its NIfTI header (`descrip`), the fingerprint of exactly what it
+would be made from now: the model checkpoint, the image, for head groups the brain map, the post-processing rules
+and the inference settings (sha256 of each; see `fingerprint`).
 
 Label maps are written on the standardized grid (RAS, axes x, y, z, the image's affine) with the group's label
 ids; the shard report (TSV: volume_id, status, reason) says what happened to each member.
@@ -12,16 +18,18 @@ ids; the shard report (TSV: volume_id, status, reason) says what happened to eac
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import nibabel as nib
 import numpy as np
 
 from cadsflow.atomic import atomic_path
-from cadsflow.imageio import read_volume, save_nifti
+from cadsflow.imageio import read_volume
 from cadsflow.pseudolabel.postprocess import (
     BrainGate,
     CleanupRules,
@@ -67,6 +75,37 @@ def label_map_path(out_dir: str | Path, volume_id: str) -> Path:
     return Path(out_dir) / f"{volume_id}.nii.gz"
 
 
+FINGERPRINT_PREFIX = "cads-pl:"  # NIfTI descrip: 80 bytes hold the prefix and a sha256 hex digest
+RUNNING_SUFFIX = ".running"
+
+
+def running_marker(report_path: str | Path) -> Path:
+    """The marker a shard job keeps next to its report while it runs (an interrupted job leaves it behind)."""
+    return Path(str(report_path) + RUNNING_SUFFIX)
+
+
+def fingerprint(parts: dict) -> str:
+    """sha256 of what a label map is made from: file digests and settings, as canonical JSON."""
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def file_digest(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def stored_fingerprint(path: str | Path) -> str | None:
+    """The fingerprint a label map carries in its header, or None (missing, unreadable or written elsewhere)."""
+    try:
+        descrip = bytes(nib.load(str(path)).header["descrip"]).rstrip(b"\0").decode("ascii", "replace")
+    except Exception:  # a truncated or foreign file is simply not up to date
+        return None
+    return descrip[len(FINGERPRINT_PREFIX):] if descrip.startswith(FINGERPRINT_PREFIX) else None
+
+
 def predict_shard(model_dir: str | Path, fold: str, volume_dirs, out_dir: str | Path, group: int,
                   device: str = "cpu", cleanup: CleanupRules | None = None, brain_dir: str | Path | None = None,
                   report_path: str | Path | None = None, checkpoint_name: str = CHECKPOINT_NAME,
@@ -83,10 +122,20 @@ def predict_shard(model_dir: str | Path, fold: str, volume_dirs, out_dir: str | 
     cleanup = cleanup or CleanupRules(keep_largest={})
     report = ShardReport()
     predictor = None
+    marker = running_marker(report_path) if report_path is not None else None
+    resume = marker is not None and marker.is_file()
+    if resume:
+        log.info("%s: an interrupted run of this shard left its marker; volumes whose label map carries the "
+                 "current fingerprint are kept", marker)
+    if marker is not None:
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        marker.write_text("running\n")
+    shared = {"group": group, "checkpoint": file_digest(checkpoint) if checkpoint.is_file() else str(checkpoint),
+              "cleanup": repr(cleanup), "tile_step_size": tile_step_size, "label_resampling": label_resampling}
     for volume_dir in map(Path, volume_dirs):
         volume_id = volume_dir.name
         try:
-            job = _plan_volume(volume_dir, out_dir, group, checkpoint, brain_dir)
+            job = _plan_volume(volume_dir, out_dir, group, shared, brain_dir, resume)
             if job.outcome is not None:
                 report.outcomes.append(job.outcome)
                 continue
@@ -105,6 +154,7 @@ def predict_shard(model_dir: str | Path, fold: str, volume_dirs, out_dir: str | 
             report.outcomes.append(VolumeOutcome(volume_id, FAILED, _one_line(f"{type(exc).__name__}: {exc}")))
     if report_path is not None:
         write_report(report, report_path)
+        marker.unlink(missing_ok=True)
     log.info("group %s: shard of %d volumes, %d predicted, %d failed, %d model load(s)", group,
              len(report.outcomes), report.predicted, len(report.failed), report.model_loads)
     return report
@@ -180,13 +230,15 @@ class _VolumeJob:
     volume_id: str
     image: Path
     out: Path
+    fingerprint: str = ""
     gate: BrainGate | None = None  # head groups only
     brain_shape: tuple[int, ...] | None = None
     outcome: VolumeOutcome | None = None  # set when nothing is left to predict
 
 
-def _plan_volume(volume_dir: Path, out_dir, group: int, checkpoint: Path, brain_dir) -> _VolumeJob:
-    """Decide what a volume needs: nothing (quarantined, up to date, or gated out) or a prediction."""
+def _plan_volume(volume_dir: Path, out_dir, group: int, shared: dict, brain_dir, resume: bool) -> _VolumeJob:
+    """Decide what a volume needs: nothing (quarantined, kept from an interrupted run, or gated out) or a
+    prediction; compute the fingerprint its label map will carry."""
     volume_id = volume_dir.name
     record = _read_record(volume_dir)
     job = _VolumeJob(volume_id, volume_dir / "image.nii.gz", label_map_path(out_dir, volume_id))
@@ -195,24 +247,36 @@ def _plan_volume(volume_dir: Path, out_dir, group: int, checkpoint: Path, brain_
         return job
     if record.get("status") != "ok":
         raise ValueError(f"{volume_dir / 'record.json'}: status {record.get('status')!r}, expected ok or quarantined")
-    sources = [checkpoint, job.image]
+    parts = {**shared, "image": file_digest(job.image)}
     if is_head_group(group):
         brain_map = label_map_path(brain_dir, volume_id)
         if not brain_map.is_file():
             raise FileNotFoundError(f"{brain_map}: group 553 label map of volume {volume_id} is missing; "
                                     "head groups are gated and cropped by its brain")
-        sources.append(brain_map)
+        parts["brain"] = file_digest(brain_map)
+        job.fingerprint = fingerprint(parts)
         brain = read_volume(brain_map)
         job.gate = brain_gate(brain.data)
         job.brain_shape = brain.data.shape
         if not job.gate.passes:
-            if not _is_up_to_date(job.out, sources):
-                save_nifti(np.zeros(brain.data.shape, dtype=np.uint8), brain.affine, job.out)
+            if not (resume and stored_fingerprint(job.out) == job.fingerprint):
+                _save_label_map(np.zeros(brain.data.shape, dtype=np.uint8), brain.affine, job.out, job.fingerprint)
             job.outcome = VolumeOutcome(volume_id, SKIPPED_NO_BRAIN, job.gate.reason)
             return job
-    if _is_up_to_date(job.out, sources):
-        job.outcome = VolumeOutcome(volume_id, OK, "up to date from an earlier run")
+    job.fingerprint = fingerprint(parts)
+    if resume and stored_fingerprint(job.out) == job.fingerprint:
+        job.outcome = VolumeOutcome(volume_id, OK, "kept from the interrupted run (same fingerprint)")
     return job
+
+
+def _save_label_map(labels: np.ndarray, affine: np.ndarray, path: Path, fingerprint_hex: str) -> None:
+    """save_nifti with the fingerprint in the header, written atomically."""
+    img = nib.Nifti1Image(labels, affine)
+    img.set_qform(affine, code=1)
+    img.set_sform(affine, code=1)
+    img.header["descrip"] = (FINGERPRINT_PREFIX + fingerprint_hex).encode()
+    with atomic_path(path) as tmp:
+        nib.save(img, str(tmp))
 
 
 def predict_array(predictor, data: np.ndarray, spacing, label_resampling: str = "probabilities") -> np.ndarray:
@@ -267,7 +331,7 @@ def _predict_volume(predictor, job: _VolumeJob, group: int, cleanup: CleanupRule
     labels = keep_largest_components(labels, cleanup)
     if is_head_group(group):
         labels = refine_head_labels(group, labels, job.gate)
-    save_nifti(labels, volume.affine, job.out)
+    _save_label_map(labels, volume.affine, job.out, job.fingerprint)
 
 
 def _read_record(volume_dir: Path) -> dict:
@@ -276,13 +340,6 @@ def _read_record(volume_dir: Path) -> dict:
         return json.loads(path.read_text())
     except (OSError, ValueError) as exc:
         raise ValueError(f"{path}: cannot read the standardization record ({exc})") from None
-
-
-def _is_up_to_date(out: Path, sources: list[Path]) -> bool:
-    if not out.is_file():
-        return False
-    made = out.stat().st_mtime
-    return all(made >= s.stat().st_mtime for s in sources if s.exists())
 
 
 def _one_line(text: str) -> str:

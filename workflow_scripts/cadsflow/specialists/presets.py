@@ -19,7 +19,7 @@ NETWORK_KEYS = ("base_features", "max_features")
 LABEL_RESAMPLING = ("probabilities", "nearest")  # cadsflow.pseudolabel.infer.predict_array
 _FIELDS = (
     "trainer", "schedule", "plans", "planner", "gpu_memory_target_gb", "target_spacing_mm", "network",
-    "configuration", "fold", "device", "threads", "num_processes", "verify_dataset_integrity", "shard_size",
+    "configuration", "fold", "device", "threads", "num_processes", "verify_dataset_integrity", "fingerprint_samples", "shard_size",
     "tile_step_size", "label_resampling", "gpus", "gpu_model",
     "plan_runtime_min", "train_runtime_min", "infer_runtime_min_per_volume", "mem_mb",
 )
@@ -45,6 +45,7 @@ class Preset:
     threads: int
     num_processes: int
     verify_dataset_integrity: bool
+    fingerprint_samples: int | None  # foreground intensities sampled for the CT normalisation; None: nnU-Net's 1e8
     shard_size: int
     tile_step_size: float  # nnU-Net sliding-window step, a fraction of the patch (0.5: half-overlapping tiles)
     label_resampling: str  # probabilities (nnU-Net's export) or nearest (argmax on the model grid, then labels)
@@ -59,7 +60,7 @@ class Preset:
     def model_settings(self) -> str:
         """The fields that shape a trained model; a change replans and retrains, inference-only fields do not."""
         fields = ("trainer", "schedule", "plans", "planner", "gpu_memory_target_gb", "target_spacing_mm",
-                  "network", "configuration", "fold")
+                  "network", "fingerprint_samples", "configuration", "fold")
         return ", ".join(f"{k}={getattr(self, k)!r}" for k in fields)
 
     @property
@@ -98,6 +99,8 @@ def load_preset(name: str, path: str | Path = PRESETS_YAML) -> Preset:
         threads=_positive_int(entry["threads"], f"{where}: threads"),
         num_processes=_positive_int(entry["num_processes"], f"{where}: num_processes"),
         verify_dataset_integrity=_bool(entry["verify_dataset_integrity"], f"{where}: verify_dataset_integrity"),
+        fingerprint_samples=None if entry["fingerprint_samples"] is None
+        else _positive_int(entry["fingerprint_samples"], f"{where}: fingerprint_samples"),
         shard_size=_positive_int(entry["shard_size"], f"{where}: shard_size"),
         tile_step_size=_tile_step(entry["tile_step_size"], where),
         label_resampling=_choice(entry["label_resampling"], LABEL_RESAMPLING, f"{where}: label_resampling"),
