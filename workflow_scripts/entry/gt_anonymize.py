@@ -1,5 +1,10 @@
 """Snakemake entry: rule gt_anonymize_face (thin; the logic is cadsflow.gt.anonymize)."""
 
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(snakemake.scriptdir).parent))  # noqa: F821  the workflow's cadsflow, installed or not
+
 from cadsflow.gt.anonymize import anonymize_batch
 from cadsflow.logs import to_log
 

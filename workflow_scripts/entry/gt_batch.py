@@ -1,6 +1,10 @@
 """Snakemake entry: rule gt_batch (thin; the logic is cadsflow.gt.volume)."""
 
 import os
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(snakemake.scriptdir).parent))  # noqa: F821  the workflow's cadsflow, installed or not
 
 # ANTs (atlas registration) has no thread argument: ITK reads its process-wide default once, when it starts.
 # This script is the job's own process, so set it here from the rule's threads, before anything imports ants.

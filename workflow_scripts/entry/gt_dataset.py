@@ -1,6 +1,9 @@
 """Snakemake entry: one group's training volumes -> an nnU-Net v2 raw dataset folder."""
 
+import sys
 from pathlib import Path
+
+sys.path.insert(0, str(Path(snakemake.scriptdir).parent))  # noqa: F821  the workflow's cadsflow, installed or not
 
 from cadsflow.gt.nnunet_dataset import write_group_dataset
 from cadsflow.logs import to_log
