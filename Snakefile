@@ -16,6 +16,17 @@ configfile: Path(workflow.basedir) / "config" / "config.yaml"
 validate(config, "config/schema.yaml")
 
 
+report: "rules/report/workflow.rst"
+
+
+# Aggregations over the whole cohort: seconds of work, not worth a cluster submission each.
+localrules:
+    all,
+    quarantine_table,
+    pseudolabel_status,
+    gt_phantom_atlas,
+
+
 include: "rules/common.smk"
 include: "rules/standardize.smk"
 include: "rules/gt.smk"

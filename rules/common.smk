@@ -248,6 +248,11 @@ def sp_model_marker(group):
     return f"{SP_MODELS}/{group}.done"
 
 
+def sp_protected(path):
+    """A trained model's marker, write-protected when the config asks for it (Snakemake's protected())."""
+    return protected(path) if config["specialists"]["protect_models"] else path
+
+
 def sp_raw_dataset(group):
     """The group's nnU-Net raw dataset folder, as the gt stage names and exports it (GROUP_TRAINING, rules/gt.smk)."""
     return f"{SP_RAW}/{GROUP_TRAINING[int(group)].dataset_name}"

@@ -29,8 +29,7 @@ rule evaluation_reference_volumes:
         "../envs/cads.yaml"
     resources:
         mem_mb=4000,
-        runtime=10 + len(ev_labelled_volumes()) // 60,
-        cpus_per_task=1,
+        runtime=lambda wc, attempt: (10 + len(ev_labelled_volumes()) // 60) * attempt,
     params:
         references=[ev_reference(v) for v in ev_labelled_volumes()],
         sources=[ev_source(v) for v in ev_labelled_volumes()],
@@ -63,8 +62,7 @@ rule evaluate_batch:
         "../envs/cads.yaml"
     resources:
         mem_mb=lambda wc, attempt: 4000 * 2 ** (attempt - 1),
-        runtime=lambda wc: 5 + 2 * len(EV_BATCHES[wc.batch]),
-        cpus_per_task=1,
+        runtime=lambda wc, attempt: (5 + 2 * len(EV_BATCHES[wc.batch])) * attempt,
     params:
         volumes=lambda wc: ev_batch_volumes(wc.batch),
         alignment=str(project_path(EV["alignment"])),
@@ -82,28 +80,52 @@ rule evaluation_report:
         scores=expand("results/evaluation/batches/{batch}.tsv", batch=EV_BATCHES),
     output:
         scores=report(
-            EV_REPORT_FILES["scores"], category="Evaluation", subcategory="Tables"
+            EV_REPORT_FILES["scores"],
+            caption="report/evaluation_scores.rst",
+            category="Evaluation",
+            subcategory="Tables",
         ),
         structures=report(
-            EV_REPORT_FILES["structures"], category="Evaluation", subcategory="Tables"
+            EV_REPORT_FILES["structures"],
+            caption="report/evaluation_structures.rst",
+            category="Evaluation",
+            subcategory="Tables",
         ),
         datasets=report(
-            EV_REPORT_FILES["datasets"], category="Evaluation", subcategory="Tables"
+            EV_REPORT_FILES["datasets"],
+            caption="report/evaluation_datasets.rst",
+            category="Evaluation",
+            subcategory="Tables",
         ),
         comparison=report(
-            EV_REPORT_FILES["comparison"], category="Evaluation", subcategory="Tables"
+            EV_REPORT_FILES["comparison"],
+            caption="report/evaluation_comparison.rst",
+            category="Evaluation",
+            subcategory="Tables",
         ),
         summary=report(
-            EV_REPORT_FILES["summary"], category="Evaluation", subcategory="Tables"
+            EV_REPORT_FILES["summary"],
+            caption="report/evaluation_summary.rst",
+            category="Evaluation",
+            subcategory="Tables",
         ),
         radar=report(
-            EV_REPORT_FILES["radar"], category="Evaluation", subcategory="Figures"
+            EV_REPORT_FILES["radar"],
+            caption="report/evaluation_radar.rst",
+            category="Evaluation",
+            subcategory="Figures",
         ),
         bars=report(
-            EV_REPORT_FILES["bars"], category="Evaluation", subcategory="Figures"
+            EV_REPORT_FILES["bars"],
+            caption="report/evaluation_bars.rst",
+            category="Evaluation",
+            subcategory="Figures",
         ),
         bubbles=report(
-            EV_REPORT_FILES["bubbles"], category="Evaluation", subcategory="Figures"
+            EV_REPORT_FILES["bubbles"],
+            caption="report/evaluation_bubbles.rst",
+            category="Evaluation",
+            subcategory="Figures",
         ),
     log:
         "logs/evaluation/report.log",
@@ -113,8 +135,7 @@ rule evaluation_report:
         "../envs/cads.yaml"
     resources:
         mem_mb=4000,
-        runtime=30,
-        cpus_per_task=1,
+        runtime=lambda wc, attempt: 30 * attempt,
     params:
         bootstrap_samples=EV["bootstrap_samples"],
         seed=EV["seed"],

@@ -19,8 +19,7 @@ rule gt_phantom_atlas:
         "../envs/cads.yaml"
     resources:
         mem_mb=2000,
-        runtime=10,
-        cpus_per_task=1,
+        runtime=lambda wc, attempt: 10 * attempt,
     params:
         seed=config["gt"]["atlas"]["phantom_seed"],
     script:
@@ -46,8 +45,10 @@ rule gt_batch:
     resources:
         mem_mb=lambda wc, attempt: (8000 if gt_is_atlas_batch(wc.batch) else 4000)
         * 2 ** (attempt - 1),
-        runtime=lambda wc: 5
-        + (10 if gt_is_atlas_batch(wc.batch) else 1) * len(BATCHES[wc.batch]),
+        runtime=lambda wc, attempt: (
+            5 + (10 if gt_is_atlas_batch(wc.batch) else 1) * len(BATCHES[wc.batch])
+        )
+        * attempt,
     params:
         volumes=lambda wc: BATCHES[wc.batch],
         source=lambda wc: SOURCES.get(gt_batch_source(wc.batch)),
@@ -79,8 +80,7 @@ rule gt_group_dataset:
         "../envs/cads.yaml"
     resources:
         mem_mb=2000,
-        runtime=lambda wc: 10 + len(gt_training_ids(wc)) // 20,
-        cpus_per_task=1,
+        runtime=lambda wc, attempt: (10 + len(gt_training_ids(wc)) // 20) * attempt,
     params:
         training=lambda wc: GROUP_TRAINING[int(wc.group)],
         candidates=lambda wc: [
@@ -107,8 +107,7 @@ rule gt_anonymize_face:
         "../envs/cads.yaml"
     resources:
         mem_mb=4000,
-        runtime=lambda wc: 5 + len(BATCHES[wc.batch]),
-        cpus_per_task=1,
+        runtime=lambda wc, attempt: (5 + len(BATCHES[wc.batch])) * attempt,
     params:
         volumes=lambda wc: BATCHES[wc.batch],
         faces=lambda wc: [

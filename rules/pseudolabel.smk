@@ -69,7 +69,6 @@ rule pseudolabel_status:
         "../envs/cads.yaml"
     resources:
         mem_mb=1000,
-        runtime=10,
-        cpus_per_task=1,
+        runtime=lambda wc, attempt: 10 * attempt,
     script:
         "../workflow_scripts/entry/pseudolabel_status.py"

@@ -36,7 +36,9 @@ rule train_specialist:
     input:
         planned=f"{SP_PREPROCESSED}/{{group}}.planned",
     output:
-        marker=f"{SP_MODELS}/{{group}}.done",
+        # a paper model costs 80-160 GPU hours: write-protected, so no rerun replaces it by accident
+        # (specialists.protect_models: false for throw-away runs)
+        marker=sp_protected(f"{SP_MODELS}/{{group}}.done"),
     log:
         "logs/specialists/train_{group}.log",
     benchmark:

@@ -15,8 +15,7 @@ rule standardize:
         "../envs/cads.yaml"
     resources:
         mem_mb=mem_for_largest_input(1000, 60),
-        runtime=lambda wc: 5 + 2 * len(BATCHES[wc.batch]),
-        cpus_per_task=1,
+        runtime=lambda wc, attempt: (5 + 2 * len(BATCHES[wc.batch])) * attempt,
     params:
         volumes=lambda wc: batch_volumes(wc.batch),
         known_values=lambda wc: known_label_values(wc.batch),
@@ -40,7 +39,6 @@ rule quarantine_table:
         "../envs/cads.yaml"
     resources:
         mem_mb=2000,
-        runtime=30,
-        cpus_per_task=1,
+        runtime=lambda wc, attempt: 30 * attempt,
     script:
         "../workflow_scripts/entry/quarantine_table.py"

@@ -1,0 +1,123 @@
+"""Proof that the factory's training path learns: one specialist (group 559, body regions) trained on the demo
+cohort with the `learn` preset on this machine's CPUs, scored against the phantoms' complete truth.
+
+Every step is the factory's own: the gt stage's nnU-Net export of group 559 (run the demo up to it first:
+`bash workflow_scripts/run_demo.sh --until gt_group_dataset`), planning and training in the job's own process
+(`python -m cadsflow.specialists`), shard inference (`python -m cadsflow.pseudolabel`, the preset's export), and the
+inverse of standardization (cadsflow.standardize.restore_label) onto each volume's original grid, where the phantom
+generator's masks are the truth. Prints per structure: volumes with the structure, median truth volume (ml), mean
+Dice; then the mean Dice of the structures larger than --large-ml (default 50 ml) and the seconds of each step.
+
+    .venv/bin/python benchmarks/bench_learning.py [--results results] [--work /tmp/cads_learn] [--preset learn]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from demo_truth_dice import demo_volumes, dice  # noqa: E402
+
+from cadsflow.demo import DEMO_COHORT_YAML  # noqa: E402
+from cadsflow.imageio import read_volume  # noqa: E402
+from cadsflow.labels import load_label_space  # noqa: E402
+from cadsflow.standardize import restore_label  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+GROUP = 559
+DATASET = "Dataset559_BodyRegions"
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--results", type=Path, default=Path("results"), help="a demo run's results folder")
+    parser.add_argument("--work", type=Path, default=Path("/tmp/cads_learn"), help="scratch nnU-Net folders")
+    parser.add_argument("--preset", default="learn")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--large-ml", type=float, default=50.0)
+    args = parser.parse_args(argv)
+    raw_dataset = args.results / "specialists" / "nnUNet_raw" / DATASET
+    if not (raw_dataset / "dataset.json").is_file():
+        raise SystemExit(f"{raw_dataset}: missing; run `bash workflow_scripts/run_demo.sh --until gt_group_dataset`")
+    if args.work.exists():
+        shutil.rmtree(args.work)
+    raw, pre, models = args.work / "raw", args.work / "preprocessed", args.work / "models"
+    raw.mkdir(parents=True)
+    shutil.copytree(raw_dataset, raw / DATASET)
+    common = ["--group", str(GROUP), "--preset", args.preset, "--nnunet-raw", str(raw), "--nnunet-preprocessed",
+              str(pre), "--nnunet-results", str(models), "--threads", str(args.threads)]
+    seconds = {}
+    seconds["plan"] = run([sys.executable, "-m", "cadsflow.specialists", "plan", "--dataset", str(raw / DATASET),
+                           "--marker", str(args.work / "planned.json"), "--log", str(args.work / "plan.log"), *common])
+    seconds["train"] = run([sys.executable, "-m", "cadsflow.specialists", "train", "--planned",
+                            str(args.work / "planned.json"), "--marker", str(args.work / "model.json"), "--log",
+                            str(args.work / "train.log"), *common])
+    from cadsflow.specialists.presets import load_preset
+
+    preset = load_preset(args.preset)
+    volumes = sorted(p.parent for p in args.results.glob("standardized/*/*/image.nii.gz"))
+    out = args.work / "predictions"
+    seconds["predict"] = run([
+        sys.executable, "-m", "cadsflow.pseudolabel", "--group", str(GROUP), "--model", str(args.work / "model.json"),
+        "--volumes", *map(str, volumes), "--out-dir", str(out), "--report", str(out / "shard_0.tsv"),
+        "--threads", str(args.threads), "--tile-step-size", str(preset.tile_step_size),
+        "--label-resampling", preset.label_resampling, "--log", str(args.work / "predict.log")],
+        env_extra={"nnUNet_extTrainer": str(REPO / "workflow_scripts" / "nnunet_trainers")})
+    rows = score(args.results, out)
+    print(f"group {GROUP}, preset {args.preset}: trained on {len(list((raw / DATASET / 'labelsTr').iterdir()))} "
+          f"volumes, scored on {len(volumes)} demo volumes against the phantom truth on their original grids")
+    print(f"{'structure':<22}{'volumes':>8}{'median ml':>11}{'mean Dice':>11}")
+    large = []
+    for name, (ml, values) in sorted(rows.items(), key=lambda kv: -np.median(kv[1][0])):
+        mean = float(np.mean(values))
+        print(f"{name:<22}{len(values):>8}{np.median(ml):>11.1f}{mean:>11.3f}")
+        if np.median(ml) > args.large_ml:
+            large.append(mean)
+    print(f"structures over {args.large_ml:.0f} ml: {len(large)}, mean Dice {np.mean(large):.3f} "
+          f"(goal >= 0.85: {'met' if large and np.mean(large) >= 0.85 else 'NOT met'})")
+    print("seconds: " + ", ".join(f"{k} {v:.0f}" for k, v in seconds.items()) + f", total {sum(seconds.values()):.0f}")
+    return 0
+
+
+def run(cmd: list[str], env_extra: dict | None = None) -> float:
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO / "workflow_scripts"), os.environ.get("PYTHONPATH", "")]))
+    env.update(env_extra or {})
+    started = time.monotonic()
+    result = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    if result.returncode != 0:
+        raise SystemExit(f"{' '.join(cmd[:4])} failed ({result.returncode}):\n{result.stderr[-3000:]}")
+    return time.monotonic() - started
+
+
+def score(results: Path, predictions: Path) -> dict[str, tuple[list[float], list[float]]]:
+    """Per structure of group 559: (truth volumes in ml, Dice per volume where the truth has it)."""
+    import json
+
+    labels_of = load_label_space().group_label_map(GROUP)
+    rows: dict[str, tuple[list[float], list[float]]] = {}
+    for volume_id, masks in demo_volumes(DEMO_COHORT_YAML):
+        record = next(results.glob(f"standardized/*/{volume_id}/record.json"))
+        geometry = json.loads(record.read_text())["geometry"]
+        labels, affine = restore_label(read_volume(predictions / f"{volume_id}.nii.gz").data, geometry)
+        voxel_ml = abs(np.linalg.det(np.asarray(affine)[:3, :3])) / 1000.0
+        for name, label_id in labels_of.items():
+            truth = masks.get(name)
+            if truth is None or not truth.any():
+                continue
+            ml, values = rows.setdefault(name, ([], []))
+            ml.append(float(truth.sum()) * voxel_ml)
+            values.append(dice(labels == label_id, truth))
+    return rows
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
