@@ -28,6 +28,13 @@ localrules:
 
 
 include: "rules/common.smk"
+
+
+shell.prefix(
+    shell_prefix()
+)  # strict bash, the workflow's code and interpreter (rules/common.smk)
+
+
 include: "rules/standardize.smk"
 include: "rules/gt.smk"
 include: "rules/specialists.smk"

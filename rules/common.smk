@@ -2,10 +2,12 @@
 # Everything here runs at parse time, so it must stay cheap at 22,022 volumes: one TSV read, no file scans.
 
 import os
+import shlex
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(workflow.basedir) / "workflow_scripts"))
+WORKFLOW_CODE = str(Path(workflow.basedir) / "workflow_scripts")
+sys.path.insert(0, WORKFLOW_CODE)
 
 from cadsflow.labels import load_label_space
 from cadsflow.sheet import VOLUME_ID_PATTERN, SheetError, make_batches, read_sheet
@@ -16,6 +18,23 @@ wildcard_constraints:
     volume_id=VOLUME_ID_PATTERN,
     batch=VOLUME_ID_PATTERN,
     group=r"55[1-9]",
+
+
+def shell_prefix():
+    """The start of every shell command: bash strict mode, the workflow's code on PYTHONPATH (no installed cadsflow
+    needed), and, unless the rule runs in its own conda env (--sdm conda puts that env's python first), the folder of
+    the interpreter running Snakemake first on PATH, so `python` is that venv's without activating it.
+    """
+    from snakemake_interface_executor_plugins.settings import DeploymentMethod
+
+    settings = workflow.deployment_settings
+    in_conda_env = (
+        settings is not None and DeploymentMethod.CONDA in settings.deployment_method
+    )
+    prefix = f"set -euo pipefail; export PYTHONPATH={shlex.quote(WORKFLOW_CODE)}${{{{PYTHONPATH:+:$PYTHONPATH}}}}; "
+    if not in_conda_env:
+        prefix += f"export PATH={shlex.quote(str(Path(sys.executable).parent))}:$PATH; "
+    return prefix
 
 
 def project_path(path):
@@ -220,8 +239,6 @@ def ev_reference_volumes():
 
 
 # --- specialists (rules/specialists.smk) -------------------------------------------------------------------
-
-import shlex
 
 from cadsflow.specialists.presets import load_preset
 

@@ -26,7 +26,7 @@ rule evaluation_reference_volumes:
     benchmark:
         "benchmarks/evaluation/reference_volumes.tsv"
     conda:
-        "../envs/cads.yaml"
+        "../envs/stats.yaml"
     resources:
         mem_mb=4000,
         runtime=lambda wc, attempt: (10 + len(ev_labelled_volumes()) // 60) * attempt,
@@ -59,7 +59,7 @@ rule evaluate_batch:
     wildcard_constraints:
         batch=r"[A-Za-z0-9][A-Za-z0-9._-]*",
     conda:
-        "../envs/cads.yaml"
+        "../envs/stats.yaml"
     resources:
         mem_mb=lambda wc, attempt: 4000 * 2 ** (attempt - 1),
         runtime=lambda wc, attempt: (5 + 2 * len(EV_BATCHES[wc.batch])) * attempt,
@@ -132,7 +132,7 @@ rule evaluation_report:
     benchmark:
         "benchmarks/evaluation/report.tsv"
     conda:
-        "../envs/cads.yaml"
+        "../envs/stats.yaml"
     resources:
         mem_mb=4000,
         runtime=lambda wc, attempt: 30 * attempt,

@@ -16,7 +16,7 @@ rule gt_phantom_atlas:
     benchmark:
         "benchmarks/atlas/phantom_atlas.tsv"
     conda:
-        "../envs/cads.yaml"
+        "../envs/imaging.yaml"
     resources:
         mem_mb=2000,
         runtime=lambda wc, attempt: 10 * attempt,
@@ -40,7 +40,7 @@ rule gt_batch:
     benchmark:
         "benchmarks/gt/{batch}.tsv"
     conda:
-        "../envs/cads.yaml"
+        "../envs/imaging.yaml"
     threads: lambda wc: GT_REGISTRATION["threads"] if gt_is_atlas_batch(wc.batch) else 1
     resources:
         mem_mb=lambda wc, attempt: (8000 if gt_is_atlas_batch(wc.batch) else 4000)
@@ -77,7 +77,7 @@ rule gt_group_dataset:
         group=r"55[1-9]",
         name=r"[A-Za-z0-9]+",
     conda:
-        "../envs/cads.yaml"
+        "../envs/imaging.yaml"
     resources:
         mem_mb=2000,
         runtime=lambda wc, attempt: (10 + len(gt_training_ids(wc)) // 20) * attempt,
@@ -104,7 +104,7 @@ rule gt_anonymize_face:
     benchmark:
         "benchmarks/gt/anonymize/{batch}.tsv"
     conda:
-        "../envs/cads.yaml"
+        "../envs/imaging.yaml"
     resources:
         mem_mb=4000,
         runtime=lambda wc, attempt: (5 + len(BATCHES[wc.batch])) * attempt,

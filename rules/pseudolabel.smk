@@ -23,7 +23,7 @@ rule pseudolabel_shard:
         group=r"55[1-9]",
         shard=r"\d+",
     conda:
-        "../envs/cads.yaml"
+        "../envs/nnunet.yaml"
     threads: SP_PRESET.threads
     resources:
         **sp_job_resources(
@@ -66,7 +66,7 @@ rule pseudolabel_status:
     benchmark:
         "benchmarks/pseudolabel/status.tsv"
     conda:
-        "../envs/cads.yaml"
+        "../envs/nnunet.yaml"
     resources:
         mem_mb=1000,
         runtime=lambda wc, attempt: 10 * attempt,

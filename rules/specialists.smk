@@ -17,7 +17,7 @@ rule plan_specialist:
     wildcard_constraints:
         group=r"55[1-9]",
     conda:
-        "../envs/cads.yaml"
+        "../envs/nnunet.yaml"
     threads: SP_PRESET.num_processes
     resources:
         mem_mb=lambda wc, attempt: SP_PRESET.mem_mb * attempt,
@@ -46,7 +46,7 @@ rule train_specialist:
     wildcard_constraints:
         group=r"55[1-9]",
     conda:
-        "../envs/cads.yaml"
+        "../envs/nnunet.yaml"
     threads: SP_PRESET.threads
     resources:
         **sp_job_resources(SP_PRESET.train_runtime_min),

@@ -12,7 +12,7 @@ rule standardize:
     benchmark:
         "benchmarks/standardize/{batch}.tsv"
     conda:
-        "../envs/cads.yaml"
+        "../envs/imaging.yaml"
     resources:
         mem_mb=mem_for_largest_input(1000, 60),
         runtime=lambda wc, attempt: (5 + 2 * len(BATCHES[wc.batch])) * attempt,
@@ -36,7 +36,7 @@ rule quarantine_table:
     benchmark:
         "benchmarks/quarantine/quarantine_table.tsv"
     conda:
-        "../envs/cads.yaml"
+        "../envs/imaging.yaml"
     resources:
         mem_mb=2000,
         runtime=lambda wc, attempt: 30 * attempt,

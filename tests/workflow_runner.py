@@ -32,8 +32,12 @@ def snakemake(workdir: Path, *args: str, config: Path | None = None, timeout: in
     cmd += list(args)
     if config is not None:  # last: --configfile takes several values and would swallow targets after it
         cmd += ["--configfile", str(config)]
-    # Shell rules run `python -m cadsflow...`: this interpreter's environment must come first on PATH.
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    # The environment as a user's shell has it, without this venv on PATH: shell rules must find their interpreter
+    # and the workflow's code themselves (rules/common.smk: shell_prefix).
+    venv_bin = str(Path(sys.executable).parent)
+    path = os.pathsep.join(p for p in os.environ.get("PATH", "").split(os.pathsep) if p and p != venv_bin)
+    env = {**os.environ, "PATH": path or "/usr/bin:/bin"}
+    env.pop("VIRTUAL_ENV", None)
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
     if check and proc.returncode != 0:
         raise AssertionError(f"snakemake {' '.join(args)} failed ({proc.returncode}):\n{proc.stderr[-6000:]}")

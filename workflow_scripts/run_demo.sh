@@ -4,6 +4,4 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash workflow_scripts/setup_env.sh
-# Rules call `python -m cadsflow...`: the venv must be first on PATH, as an activated environment would be.
-export PATH="$PWD/.venv/bin:$PATH"
 exec .venv/bin/snakemake --profile profiles/local "$@"

@@ -5,8 +5,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash workflow_scripts/setup_env.sh
-# Rules call `python -m cadsflow...`: the venv must be first on PATH, as an activated environment would be.
-export PATH="$PWD/.venv/bin:$PATH"
 # Where SLURM can be installed (root, apt-get) the cluster tests must run: a cluster that does not come up fails
 # the run instead of letting every cluster test skip. CADS_SKIP_SLURM=1 says so explicitly (a local run without
 # network, say); the cluster tests then skip.
