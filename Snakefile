@@ -25,6 +25,7 @@ localrules:
     quarantine_table,
     pseudolabel_status,
     gt_phantom_atlas,
+    demo_cohort,
 
 
 include: "rules/common.smk"

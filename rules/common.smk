@@ -46,21 +46,42 @@ def project_path(path):
 
 
 def _load_volumes():
+    """Sources and volumes of the run: the sheet's, or for the demo the cohort the demo_cohort rule will write
+    (planned from config/demo_cohort.yaml without writing: a dry run on a fresh clone writes no data).
+    """
     sheet = Path(config["sheet"])
-    if config["demo"]["enabled"] and not sheet.exists():
-        from cadsflow.demo import ensure_demo_cohort
-
-        ensure_demo_cohort(config["demo"]["directory"])
     try:
+        if config["demo"]["enabled"]:
+            return _planned_demo(sheet)
         sources = load_registry(config["registry"]) if config["registry"] else {}
         volumes = read_sheet(sheet, known_sources=set(sources) if sources else None)
     except (SheetError, RegistryError) as exc:
         raise WorkflowError(str(exc)) from None
-    return sources, volumes
+    return sources, volumes, []
+
+
+def _planned_demo(sheet):
+    from cadsflow.demo import planned_demo_cohort
+
+    folder = Path(config["demo"]["directory"])
+    expected = {"sheet": folder / "volumes.tsv", "registry": folder / "registry.yaml"}
+    for key, path in expected.items():
+        if Path(config[key]).resolve() != path.resolve():
+            raise WorkflowError(
+                f"demo.enabled: config {key} {config[key]!r} must be {str(path)!r}, the demo cohort's "
+                f"(or set demo.enabled: false for your own {key})"
+            )
+    sources, volumes, files = planned_demo_cohort(folder)
+    return sources, {v.volume_id: v for v in volumes}, [str(f) for f in files]
 
 
 LABEL_SPACE = load_label_space(project_path(config["label_space"]))
-SOURCES, VOLUMES = _load_volumes()
+SOURCES, VOLUMES, DEMO_FILES = _load_volumes()
+DEMO_FILE_SET = set(DEMO_FILES)
+if DEMO_FILES:
+    from cadsflow.demo import cohort_fingerprint
+
+    DEMO_GENERATOR = cohort_fingerprint()
 
 
 # Per-volume work runs in batches (cadsflow.sheet.make_batches): one job per batch, not per volume.
@@ -89,8 +110,17 @@ def batch_inputs(wildcards):
     """Images and labels of a batch that exist: a missing file becomes a quarantine line, not a DAG failure."""
     paths = []
     for vol in batch_volumes(wildcards.batch):
-        paths += [p for p in (vol.image, vol.label) if p and Path(p).exists()]
+        paths += [
+            p
+            for p in (vol.image, vol.label)
+            if p and (p in DEMO_FILE_SET or _readable(p))
+        ]
     return paths
+
+
+def _readable(path):
+    """Exists and can be opened: an unreadable input would fail Snakemake's own bookkeeping, not quarantine."""
+    return Path(path).exists() and os.access(path, os.R_OK)
 
 
 def known_label_values(batch):
@@ -114,9 +144,12 @@ def mem_for_largest_input(base_mb, per_input_mb):
 
 def _size(path):
     """Bytes of a file, or of the files in a folder (a DICOM series)."""
-    if path.is_dir():
-        return sum(e.stat().st_size for e in os.scandir(path) if e.is_file())
-    return path.stat().st_size
+    try:
+        if path.is_dir():
+            return sum(e.stat().st_size for e in os.scandir(path) if e.is_file())
+        return path.stat().st_size
+    except OSError:  # an unlistable folder is quarantined by the job, with the reason
+        return 0
 
 
 # --- evaluate (rules/evaluate.smk) ---------------------------------------------------------------------

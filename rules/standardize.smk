@@ -1,4 +1,28 @@
 # Stage: standardize (Online Methods 1.2). Per batch of volumes; bad volumes are quarantined, not failed.
+# With demo.enabled the volumes are the embedded phantom cohort, which the demo_cohort rule writes first.
+
+
+if DEMO_FILES:
+
+    rule demo_cohort:
+        """Write the embedded phantom demo cohort (config/demo_cohort.yaml): images, labels, registry, sheet."""
+        input:
+            spec=project_path("config/demo_cohort.yaml"),
+        output:
+            DEMO_FILES,
+        log:
+            "logs/demo/demo_cohort.log",
+        benchmark:
+            "benchmarks/demo/demo_cohort.tsv"
+        conda:
+            "../envs/imaging.yaml"
+        resources:
+            mem_mb=lambda wc, attempt: 2000 * attempt,
+            runtime=lambda wc, attempt: 10 * attempt,
+        params:
+            generator=DEMO_GENERATOR,  # a changed phantom generator rewrites the cohort
+        script:
+            "../workflow_scripts/entry/demo_cohort.py"
 
 
 rule standardize:

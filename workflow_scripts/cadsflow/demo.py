@@ -17,7 +17,7 @@ from cadsflow.imageio import save_nifti
 from cadsflow.paths import CONFIG_DIR
 from cadsflow.phantom import make_grid, make_phantom
 from cadsflow.sheet import write_sheet
-from cadsflow.sources import discover_volumes, load_registry
+from cadsflow.sources import discover_volumes, load_registry, parse_registry
 
 DEMO_COHORT_YAML = CONFIG_DIR / "demo_cohort.yaml"
 SPARSE_UNANNOTATED = 255  # SAROS convention: value for slices nobody annotated (Online Methods 2.1)
@@ -29,19 +29,39 @@ def build_demo_cohort(out_dir: str | Path, spec_path: str | Path = DEMO_COHORT_Y
     """Write images, labels, registry.yaml and volumes.tsv under out_dir; return the sheet path."""
     out_dir = Path(out_dir)
     spec = yaml.safe_load(Path(spec_path).read_text())
-    registry = {"sources": {}}
     for index, (name, src) in enumerate(spec["sources"].items()):
-        registry["sources"][name] = _write_source(out_dir, name, src, spec["seed"] + 1000 * index)
+        _write_source(out_dir, name, src, spec["seed"] + 1000 * index)
     registry_path = out_dir / "registry.yaml"
-    registry_path.write_text(yaml.safe_dump(registry, sort_keys=False))
+    registry_path.write_text(yaml.safe_dump(demo_registry_data(spec), sort_keys=False))
     sheet_path = out_dir / "volumes.tsv"
     write_sheet(discover_volumes(load_registry(registry_path)), sheet_path)
     return sheet_path
 
 
-def _write_source(out_dir: Path, name: str, src: dict, seed: int) -> dict:
-    labels = src.get("labels") or []
-    values = {i: spec for i, spec in enumerate(labels, start=1)}
+def planned_demo_cohort(out_dir: str | Path, spec_path: str | Path = DEMO_COHORT_YAML):
+    """What build_demo_cohort will write, without writing anything: (sources, volumes, files).
+
+    The workflow plans its DAG from this (a dry run on a fresh clone writes no data); the demo_cohort rule then
+    writes exactly `files` (images, labels, registry, sheet). The volumes equal those of the written sheet.
+    """
+    out_dir = Path(out_dir)
+    spec = yaml.safe_load(Path(spec_path).read_text())
+    registry_path = out_dir / "registry.yaml"
+    sources = parse_registry(demo_registry_data(spec), registry_path, out_dir.resolve())
+    cases = {name: [f"case{i:03d}" for i in range(len(src["regions"]))] for name, src in spec["sources"].items()}
+    volumes = discover_volumes(sources, cases)
+    files = [registry_path, out_dir / "volumes.tsv"]
+    files += [Path(p) for v in volumes for p in (v.image, v.label) if p]
+    return sources, volumes, files
+
+
+def demo_registry_data(spec: dict) -> dict:
+    """The demo cohort's registry (relative patterns under the cohort folder), from its spec alone."""
+    return {"sources": {name: _registry_entry(name, src) for name, src in spec["sources"].items()}}
+
+
+def _write_source(out_dir: Path, name: str, src: dict, seed: int) -> None:
+    values = _label_values(src)
     sparse = int(src.get("sparse_slices", 0))
     for case_index, region in enumerate(src["regions"]):
         case = f"case{case_index:03d}"
@@ -54,6 +74,15 @@ def _write_source(out_dir: Path, name: str, src: dict, seed: int) -> dict:
                 label = _sparsify(label, sparse, grid.affine)
             save_nifti(label, grid.affine, out_dir / name / "labels" / f"{case}.nii.gz")
         log.info("demo %s/%s: %s %s", name, case, region, grid.shape)
+
+
+def _label_values(src: dict) -> dict:
+    return {i: spec for i, spec in enumerate(src.get("labels") or [], start=1)}
+
+
+def _registry_entry(name: str, src: dict) -> dict:
+    values = _label_values(src)
+    sparse = int(src.get("sparse_slices", 0))
     entry = {
         "body_region": src.get("body_region", ""),
         "licence": src.get("licence", ""),

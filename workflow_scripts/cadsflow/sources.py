@@ -81,12 +81,18 @@ def load_registry(path: str | Path, label_space: LabelSpace | None = None) -> di
         data = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as exc:
         raise RegistryError(f"{path}: not valid YAML: {exc}") from None
-    entries = data.get("sources")
+    return parse_registry(data, path, path.resolve().parent, label_space)
+
+
+def parse_registry(data: dict, path: str | Path, base: str | Path,
+                   label_space: LabelSpace | None = None) -> dict[str, Source]:
+    """A registry given as data (`path` names it in errors; relative patterns resolve against `base`)."""
+    path = Path(path)
+    entries = data.get("sources") if isinstance(data, dict) else None
     if not isinstance(entries, dict) or not entries:
         raise RegistryError(f"{path}: expected a mapping 'sources:' with at least one source")
     space = label_space or load_label_space()
-    base = path.resolve().parent
-    return {name: _parse_source(path, base, name, entry or {}, space) for name, entry in entries.items()}
+    return {name: _parse_source(path, Path(base), name, entry or {}, space) for name, entry in entries.items()}
 
 def _parse_source(path: Path, base: Path, name: str, entry: dict, space: LabelSpace) -> Source:
     where = f"{path}: source {name!r}: "
@@ -176,13 +182,19 @@ def _absolute(base: Path, pattern: str) -> str:
     p = Path(str(pattern))
     return str(p if p.is_absolute() else base / p)
 
-def discover_volumes(sources: dict[str, Source]) -> list[Volume]:
-    """Expand each source's image pattern into volumes; ids are '<source>_<case>'."""
+def discover_volumes(sources: dict[str, Source], cases: dict[str, list[str]] | None = None) -> list[Volume]:
+    """Expand each source's image pattern into volumes; ids are '<source>_<case>'.
+
+    `cases` (source -> case names) names the cases instead of listing the files: the volumes of a cohort that is
+    still to be written (the demo's, planned before any file exists); their label files are taken as present.
+    """
     volumes: list[Volume] = []
     for source in sources.values():
-        for case, image in _cases(source.images):
+        listed = _cases(source.images) if cases is None else [
+            (case, source.images.format(case=case)) for case in cases.get(source.name, [])]
+        for case, image in listed:
             label = source.labels.format(case=case) if source.labels else ""
-            if label and not Path(label).exists():
+            if label and cases is None and not Path(label).exists():
                 label = ""
             volume_id = check_volume_id(f"{source.name}_{case}", f"source {source.name}: ")
             volumes.append(
