@@ -69,6 +69,7 @@ rule evaluate_batch:
         registry=config["registry"],
         baseline_mapping=str(baseline_mapping_path(EV["baseline"]["name"])),
         tolerance_mm=EV["nsd_tolerance_mm"],
+        false_negative_rule=EV["false_negative_rule"],
         label_space=str(project_path(config["label_space"])),
     script:
         "../workflow_scripts/entry/evaluate_batch.py"

@@ -16,4 +16,5 @@ with to_log(snakemake.log[0]):
         baseline_mapping_path=snakemake.params.baseline_mapping,
         tolerance_mm=snakemake.params.tolerance_mm,
         label_space_path=snakemake.params.label_space,
+        false_negative_rule=snakemake.params.false_negative_rule,
     )
