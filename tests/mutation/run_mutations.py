@@ -58,6 +58,7 @@ class Outcome:
     detail: str = ""
     seconds: float = 0.0
     failed_tests: list[str] = field(default_factory=list)
+    output: str = ""
 
 
 def main(argv=None) -> int:
@@ -68,6 +69,7 @@ def main(argv=None) -> int:
     parser.add_argument("--table", type=Path, default=TABLE, help="the mutations table (YAML)")
     parser.add_argument("--keep", action="store_true", help="keep the scratch copy and print its path")
     parser.add_argument("--skip-baseline", action="store_true", help="do not run the unmutated tests first")
+    parser.add_argument("--show-failures", action="store_true", help="print pytest's failure report of each mutation")
     args = parser.parse_args(argv)
 
     mutations = select(load_mutations(args.table), args.only, args.slow)
@@ -88,6 +90,8 @@ def main(argv=None) -> int:
             outcome = run_mutation(scratch, mutation)
             outcomes.append(outcome)
             print(format_line(outcome), flush=True)
+            if args.show_failures and outcome.output:
+                print(_failure_report(outcome.output), flush=True)
         print_summary(outcomes)
         return 0 if all(o.result == CAUGHT for o in outcomes) else 1
     finally:
@@ -162,10 +166,17 @@ def run_mutation(scratch: Path, mutation: Mutation) -> Outcome:
             path.write_text(text)
     failed = re.findall(r"^(?:FAILED|ERROR) (\S+)", output, flags=re.M)
     if code == 1:
-        return Outcome(mutation, CAUGHT, failed[0] if failed else "tests failed", seconds, failed)
+        return Outcome(mutation, CAUGHT, failed[0] if failed else "tests failed", seconds, failed, output)
     if code == 0:
-        return Outcome(mutation, MISSED, "every listed test passed", seconds)
-    return Outcome(mutation, ERROR, f"pytest exit {code}: {output.strip().splitlines()[-1:] or ['']}", seconds)
+        return Outcome(mutation, MISSED, "every listed test passed", seconds, output=output)
+    return Outcome(mutation, ERROR, f"pytest exit {code}: {output.strip().splitlines()[-1:] or ['']}", seconds,
+                   output=output)
+
+
+def _failure_report(output: str, max_lines: int = 25) -> str:
+    """The assertion lines of pytest's report (lines starting with E), indented under the mutation's line."""
+    lines = [line for line in output.splitlines() if line.startswith("E ")][:max_lines]
+    return "\n".join(f"    | {line}" for line in lines)
 
 
 def run_tests(scratch: Path, tests: list[str]) -> tuple[int, str, float]:
