@@ -328,6 +328,11 @@ def sp_job_resources(runtime_min):
 # --- pseudolabel (rules/pseudolabel.smk) ---------------------------------------------------------------------
 
 from cadsflow.pseudolabel.postprocess import BRAIN_GROUP, is_head_group
+
+NECK_FALLBACK_GROUP, NECK_VERTEBRAE_GROUP = (
+    558,
+    552,
+)  # 558 without brain: the neck above 552's upper vertebrae
 from cadsflow.pseudolabel.shards import Shards
 from cadsflow.specialists.nnunet import TRAINERS_DIR
 
@@ -367,14 +372,21 @@ def pl_label_map(group, volume_id):
 
 
 def pl_brain_shard(wc):
-    """Head groups depend on group 553's shard of the same volumes: the DAG edge 553 -> 557/558."""
-    return (
-        [pl_shard_report(BRAIN_GROUP, wc.shard)] if is_head_group(int(wc.group)) else []
-    )
+    """Head groups depend on group 553's shard of the same volumes: the DAG edge 553 -> 557/558; group 558 also
+    on group 552's (its neck fallback when no brain is found)."""
+    group = int(wc.group)
+    reports = [pl_shard_report(BRAIN_GROUP, wc.shard)] if is_head_group(group) else []
+    if group == NECK_FALLBACK_GROUP and NECK_VERTEBRAE_GROUP in SP_GROUPS:
+        reports.append(pl_shard_report(NECK_VERTEBRAE_GROUP, wc.shard))
+    return reports
 
 
 def pl_brain_args(wc):
-    return f"--brain-dir {PL_DIR}/{BRAIN_GROUP}" if is_head_group(int(wc.group)) else ""
+    group = int(wc.group)
+    args = f"--brain-dir {PL_DIR}/{BRAIN_GROUP}" if is_head_group(group) else ""
+    if group == NECK_FALLBACK_GROUP and NECK_VERTEBRAE_GROUP in SP_GROUPS:
+        args += f" --vertebrae-dir {PL_DIR}/{NECK_VERTEBRAE_GROUP}"
+    return args
 
 
 # --- gt (rules/gt.smk) ---------------------------------------------------------------------------------

@@ -50,11 +50,20 @@ def test_nine_group_datasets_and_nine_specialists_exist(demo):
     assert [m.stem for m in markers] == [str(g) for g in range(551, 560)]
 
 
-def test_every_group_dataset_passed_stock_nnunets_integrity_check_before_planning(demo):
+def test_every_group_was_planned_and_trained_in_its_jobs_own_process_with_the_narrow_demo_network(demo):
+    # one Python process per job: nnU-Net's steps run in it (no nnUNetv2_* child process, no spawned pools)
     for group in range(551, 560):
-        log = (demo / f"logs/specialists/plan_{group}.log").read_text()
-        assert f"plan_and_preprocess_entrypoints -d {group} " in log and "--verify_dataset_integrity" in log, group
-        assert "verify_dataset_integrity Done." in log, group
+        for step in ("plan", "train"):
+            log = (demo / f"logs/specialists/{step}_{group}.log").read_text()
+            assert "(nnU-Net in this process)" in log and "plan_and_preprocess_entrypoints" not in log, (group, step)
+        plans = next(demo.glob(f"results/specialists/nnUNet_preprocessed/Dataset{group}_*/nnUNetPlansCadsSmoke.json"))
+        arch = json.loads(plans.read_text())["configurations"]["3d_fullres"]["architecture"]["arch_kwargs"]
+        assert arch["features_per_stage"][0] == 8 and max(arch["features_per_stage"]) <= 64, group
+
+
+def test_the_demo_cohort_was_written_by_its_rule(demo):
+    assert (demo / "logs/demo/demo_cohort.log").is_file()
+    assert len(list((demo / "demo").glob("*/images/*.nii.gz"))) == 21
 
 
 def test_every_volume_has_a_pseudolabel_per_group_on_its_standardized_grid(demo):
@@ -103,9 +112,23 @@ def test_head_groups_are_gated_by_the_brain_of_group_553(demo):
         voxels = int((brain == brain_id).sum())
         head = nib.load(demo / f"results/pseudolabels/{r['group']}/{r['volume_id']}.nii.gz")
         assert head.shape == brain.shape
-        if voxels < 2000:
+        if voxels >= 2000:
+            assert r["status"] == "ok", (r, voxels)
+        elif r["group"] == "557" or not _has_neck(demo, r["volume_id"]):
             assert r["status"] == "skipped_no_brain", (r, voxels)
             assert f"has {voxels} voxels, fewer than 2000" in r["reason"]
             assert not np.asarray(head.dataobj).any()
-        else:
+        else:  # group 558 without brain: kept from the lowest upper vertebra of group 552 up (authors' inference)
             assert r["status"] == "ok", (r, voxels)
+            floor = _neck_floor(demo, r["volume_id"])
+            assert not np.asarray(head.dataobj)[:, :, :floor].any(), r
+
+
+def _neck_floor(demo, volume_id):
+    from cadsflow.pseudolabel.postprocess import neck_floor_slice
+
+    return neck_floor_slice(np.asarray(nib.load(demo / f"results/pseudolabels/552/{volume_id}.nii.gz").dataobj))
+
+
+def _has_neck(demo, volume_id):
+    return _neck_floor(demo, volume_id) is not None

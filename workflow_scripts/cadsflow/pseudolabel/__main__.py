@@ -22,6 +22,7 @@ def main(argv=None) -> int:
     parser.add_argument("--out-dir", required=True, help="folder of the group's label maps (<volume_id>.nii.gz)")
     parser.add_argument("--report", required=True, help="shard report to write (TSV: volume_id, status, reason)")
     parser.add_argument("--brain-dir", help="group 553's label maps (required for the head groups 557, 558)")
+    parser.add_argument("--vertebrae-dir", help="group 552's label maps (group 558: the neck when no brain is found)")
     parser.add_argument("--postprocessing", help="connected-component table (default: config/postprocessing.yaml)")
     parser.add_argument("--device", default="cpu", help="torch device (cpu, cuda)")
     parser.add_argument("--threads", type=int, default=1, help="CPU threads for torch")
@@ -53,7 +54,8 @@ def _run(args) -> int:
     cleanup = load_cleanup_rules(args.group, args.postprocessing or POSTPROCESSING_YAML)
     report = predict_shard(model["model_dir"], model["fold"], args.volumes, args.out_dir, args.group,
                            device=args.device, cleanup=cleanup, brain_dir=args.brain_dir, report_path=args.report,
-                           tile_step_size=args.tile_step_size, label_resampling=args.label_resampling)
+                           tile_step_size=args.tile_step_size, label_resampling=args.label_resampling,
+                           vertebrae_dir=args.vertebrae_dir)
     for outcome in report.failed:
         logging.getLogger("cadsflow.pseudolabel").error("volume %s failed: %s", outcome.volume_id, outcome.reason)
     return 1 if report.failed and args.fail_on_volume_error else 0

@@ -36,8 +36,12 @@ from cadsflow.pseudolabel.postprocess import (
     brain_gate,
     is_head_group,
     keep_largest_components,
+    neck_floor_slice,
     refine_head_labels,
+    refine_head_neck_labels,
 )
+
+HEAD_NECK_GROUP = 558  # without a brain, falls back to the neck above the upper vertebrae of group 552 (authors)
 
 CHECKPOINT_NAME = "checkpoint_final.pth"
 REPORT_COLUMNS = ("volume_id", "status", "reason")
@@ -109,10 +113,13 @@ def stored_fingerprint(path: str | Path) -> str | None:
 def predict_shard(model_dir: str | Path, fold: str, volume_dirs, out_dir: str | Path, group: int,
                   device: str = "cpu", cleanup: CleanupRules | None = None, brain_dir: str | Path | None = None,
                   report_path: str | Path | None = None, checkpoint_name: str = CHECKPOINT_NAME,
-                  tile_step_size: float = 0.5, label_resampling: str = "probabilities") -> ShardReport:
+                  tile_step_size: float = 0.5, label_resampling: str = "probabilities",
+                  vertebrae_dir: str | Path | None = None) -> ShardReport:
     """Pseudo-label the standardized volumes in `volume_dirs` (results/standardized/<id>/) with one model load.
 
-    Head groups (557, 558) need `brain_dir`, the folder of group 553's label maps of the same volumes.
+    Head groups (557, 558) need `brain_dir`, the folder of group 553's label maps of the same volumes; group 558
+    also takes `vertebrae_dir` (group 552's maps): a volume without brain is then kept from the lowest upper
+    vertebra up (the authors' inference), and dropped only when it has no neck either.
     Writes <out_dir>/<id>.nii.gz per volume and, if given, the shard report at `report_path`.
     """
     model_dir = Path(model_dir)
@@ -135,7 +142,7 @@ def predict_shard(model_dir: str | Path, fold: str, volume_dirs, out_dir: str | 
     for volume_dir in map(Path, volume_dirs):
         volume_id = volume_dir.name
         try:
-            job = _plan_volume(volume_dir, out_dir, group, shared, brain_dir, resume)
+            job = _plan_volume(volume_dir, out_dir, group, shared, brain_dir, resume, vertebrae_dir)
             if job.outcome is not None:
                 report.outcomes.append(job.outcome)
                 continue
@@ -232,11 +239,13 @@ class _VolumeJob:
     out: Path
     fingerprint: str = ""
     gate: BrainGate | None = None  # head groups only
+    vertebrae: np.ndarray | None = None  # group 558 without brain: group 552's map, which holds neck vertebrae
     brain_shape: tuple[int, ...] | None = None
     outcome: VolumeOutcome | None = None  # set when nothing is left to predict
 
 
-def _plan_volume(volume_dir: Path, out_dir, group: int, shared: dict, brain_dir, resume: bool) -> _VolumeJob:
+def _plan_volume(volume_dir: Path, out_dir, group: int, shared: dict, brain_dir, resume: bool,
+                 vertebrae_dir=None) -> _VolumeJob:
     """Decide what a volume needs: nothing (quarantined, kept from an interrupted run, or gated out) or a
     prediction; compute the fingerprint its label map will carry."""
     volume_id = volume_dir.name
@@ -254,11 +263,18 @@ def _plan_volume(volume_dir: Path, out_dir, group: int, shared: dict, brain_dir,
             raise FileNotFoundError(f"{brain_map}: group 553 label map of volume {volume_id} is missing; "
                                     "head groups are gated and cropped by its brain")
         parts["brain"] = file_digest(brain_map)
-        job.fingerprint = fingerprint(parts)
         brain = read_volume(brain_map)
         job.gate = brain_gate(brain.data)
         job.brain_shape = brain.data.shape
-        if not job.gate.passes:
+        if group == HEAD_NECK_GROUP and not job.gate.passes and vertebrae_dir is not None:
+            vertebrae_map = label_map_path(vertebrae_dir, volume_id)
+            if vertebrae_map.is_file():
+                parts["vertebrae"] = file_digest(vertebrae_map)
+                vertebrae = read_volume(vertebrae_map).data
+                if neck_floor_slice(vertebrae) is not None:
+                    job.vertebrae = vertebrae
+        job.fingerprint = fingerprint(parts)
+        if not job.gate.passes and job.vertebrae is None:
             if not (resume and stored_fingerprint(job.out) == job.fingerprint):
                 _save_label_map(np.zeros(brain.data.shape, dtype=np.uint8), brain.affine, job.out, job.fingerprint)
             job.outcome = VolumeOutcome(volume_id, SKIPPED_NO_BRAIN, job.gate.reason)
@@ -329,7 +345,10 @@ def _predict_volume(predictor, job: _VolumeJob, group: int, cleanup: CleanupRule
     if labels.shape != volume.data.shape:
         raise ValueError(f"{job.image}: prediction shape {labels.shape} differs from the image's {volume.data.shape}")
     labels = keep_largest_components(labels, cleanup)
-    if is_head_group(group):
+    if group == HEAD_NECK_GROUP:
+        labels, mode = refine_head_neck_labels(labels, job.gate, job.vertebrae)
+        log.info("volume %s: group %s refined by %s", job.volume_id, group, mode)
+    elif is_head_group(group):
         labels = refine_head_labels(group, labels, job.gate)
     _save_label_map(labels, volume.affine, job.out, job.fingerprint)
 
