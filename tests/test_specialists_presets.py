@@ -78,7 +78,7 @@ def test_presets_differ_only_in_cost_fields_and_the_paper_preset_trains_nnunets_
 
 def test_smoke_preset_is_sized_for_a_cpu_demo():
     smoke = load_preset("smoke")
-    assert smoke.schedule == {"epochs": 1, "iterations_per_epoch": 10, "val_iterations_per_epoch": 1}
+    assert smoke.schedule == {"epochs": 1, "iterations_per_epoch": 5, "val_iterations_per_epoch": 1}
     assert smoke.network == {"base_features": 8, "max_features": 64}
     assert smoke.num_processes == 1  # nnU-Net's steps run case by case in the job's process, no spawned pools
     assert smoke.label_resampling == "nearest"
