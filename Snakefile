@@ -40,6 +40,7 @@ include: "rules/standardize.smk"
 include: "rules/gt.smk"
 include: "rules/specialists.smk"
 include: "rules/pseudolabel.smk"
+include: "rules/anonymize.smk"
 include: "rules/evaluate.smk"
 
 

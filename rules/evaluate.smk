@@ -12,7 +12,9 @@
 # Volumes are scored in batches (the standardize batches' test members, or chunks of the folder's volumes of
 # batching.volumes_per_batch): one job per batch, one score table per batch, rows per volume and structure.
 # Needs from common.smk: config, VOLUMES, BATCHES, BATCH_OF, volume, volumes_in_split, standardized, project_path.
-# Its lookups (ev_* functions) live in rules/common.smk.
+
+
+include: "evaluate_lookups.smk"
 
 
 rule evaluation_reference_volumes:

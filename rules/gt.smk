@@ -1,9 +1,11 @@
 # Stage: gt (Online Methods 1.2, 2.1). Source labels -> group label maps with provenance (sparse slices
-# interpolated, brain tissue by atlas registration); face blur of new hospital head CTs; one nnU-Net v2 raw
-# dataset per specialist group. Per batch of the standardize stage (one source per batch):
+# interpolated, brain tissue by atlas registration); one nnU-Net v2 raw dataset per specialist group (face blur of
+# new hospital head CTs is rules/anonymize.smk: it waits for group 553's pseudo-labels). Per batch of the standardize stage (one source per batch):
 # results/gt/{batch}/{volume_id}/ holds record.json, group_<G>.nii.gz and provenance.tsv (cadsflow.gt.volume).
 # Needs from common.smk: config, VOLUMES, SOURCES, BATCHES, BATCH_OF, batch_volumes, standardized.
-# Its lookups (gt_* functions, GT_* targets) live in rules/common.smk.
+
+
+include: "gt_lookups.smk"
 
 
 rule gt_phantom_atlas:
@@ -89,32 +91,3 @@ rule gt_group_dataset:
         ],
     script:
         "../workflow_scripts/entry/gt_dataset.py"
-
-
-rule gt_anonymize_face:
-    """Blur the faces of a batch of new hospital head CTs (Gaussian, sigma 5 voxels at 1.5 mm) inside the
-    dilated face mask; results/anonymized/{batch}/{volume_id}/image.nii.gz."""
-    input:
-        standardized="results/standardized/{batch}",
-        faces=gt_face_inputs,
-    output:
-        directory("results/anonymized/{batch}"),
-    log:
-        "logs/gt/anonymize/{batch}.log",
-    benchmark:
-        "benchmarks/gt/anonymize/{batch}.tsv"
-    conda:
-        "../envs/imaging.yaml"
-    resources:
-        mem_mb=4000,
-        runtime=lambda wc, attempt: (5 + len(BATCHES[wc.batch])) * attempt,
-    params:
-        volumes=lambda wc: BATCHES[wc.batch],
-        faces=lambda wc: [
-            GT_FACE_PATTERN.format(volume_id=v) for v in BATCHES[wc.batch]
-        ],
-        face_value=GT_FACE_VALUE,
-        sigma_voxels=config["gt"]["face_blur"]["sigma_voxels"],
-        margin_voxels=config["gt"]["face_blur"]["margin_voxels"],
-    script:
-        "../workflow_scripts/entry/gt_anonymize.py"

@@ -2,7 +2,9 @@
 # a job loads its group's model once and predicts its shard. Head groups (557, 558) wait for group 553's
 # shard (its brain gates and centres them). Label maps: results/pseudolabels/{group}/{volume_id}.nii.gz, one per
 # volume that is not quarantined; the shard report (volume_id, status, reason) says which exist and why.
-# Its lookups live in rules/common.smk.
+
+
+include: "pseudolabel_lookups.smk"
 
 
 rule pseudolabel_shard:

@@ -1,7 +1,9 @@
 # Stage: specialists (Online Methods 2.1, 6.1). One nnU-Net v2 3d_fullres model per group, mirroring off.
 # The preset (config/presets.yaml, chosen by config["preset"]) sets trainer, plans, schedule, device and resources;
 # the DAG is the same for every preset. nnU-Net's folders come from config["specialists"], per job.
-# Its lookups live in rules/common.smk.
+
+
+include: "specialists_lookups.smk"
 
 
 rule plan_specialist:

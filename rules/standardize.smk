@@ -2,6 +2,9 @@
 # With demo.enabled the volumes are the embedded phantom cohort, which the demo_cohort rule writes first.
 
 
+include: "standardize_lookups.smk"
+
+
 if DEMO_FILES:
 
     rule demo_cohort:

@@ -1,0 +1,63 @@
+# Lookups of the pseudolabel stage (rules/pseudolabel.smk includes this file at its top): shards, their members and reports, the head groups' brain (and neck) inputs.
+# Parse-time code: cheap at 22,022 volumes (dictionary lookups, no file scans).
+
+from cadsflow.pseudolabel.postprocess import BRAIN_GROUP, is_head_group
+
+NECK_FALLBACK_GROUP, NECK_VERTEBRAE_GROUP = (
+    558,
+    552,
+)  # 558 without brain: the neck above 552's upper vertebrae
+from cadsflow.pseudolabel.shards import Shards
+from cadsflow.specialists.nnunet import TRAINERS_DIR
+
+PL_DIR = "results/pseudolabels"  # {group}/shard_{k}.tsv reports and {group}/{volume_id}.nii.gz label maps
+PL_SHARDS = Shards(VOLUMES, config["pseudolabel"]["shard_size"] or SP_PRESET.shard_size)
+PL_DEVICE = config["pseudolabel"]["device"] or SP_PRESET.device
+
+
+def pl_shards():
+    """Shard indices of the sheet: shard k holds the k-th chunk of the sorted volume ids."""
+    return PL_SHARDS.indices()
+
+
+def pl_shard_members(k):
+    return PL_SHARDS.members(int(k))
+
+
+def pl_shard_batches(wc):
+    """The standardize batches (directory outputs) that hold the shard's volumes."""
+    return sorted(
+        {f"results/standardized/{BATCH_OF[v]}" for v in pl_shard_members(wc.shard)}
+    )
+
+
+def pl_shard_report(group, k):
+    return f"{PL_DIR}/{group}/shard_{k}.tsv"
+
+
+def pl_shard_report_of(group, volume_id):
+    """The report a downstream per-volume rule waits for before it reads the volume's label map."""
+    return pl_shard_report(group, PL_SHARDS.of(volume_id))
+
+
+def pl_label_map(group, volume_id):
+    """A volume's label map for one group (exists unless its shard report says quarantined or failed)."""
+    return f"{PL_DIR}/{group}/{volume_id}.nii.gz"
+
+
+def pl_brain_shard(wc):
+    """Head groups depend on group 553's shard of the same volumes: the DAG edge 553 -> 557/558; group 558 also
+    on group 552's (its neck fallback when no brain is found)."""
+    group = int(wc.group)
+    reports = [pl_shard_report(BRAIN_GROUP, wc.shard)] if is_head_group(group) else []
+    if group == NECK_FALLBACK_GROUP and NECK_VERTEBRAE_GROUP in SP_GROUPS:
+        reports.append(pl_shard_report(NECK_VERTEBRAE_GROUP, wc.shard))
+    return reports
+
+
+def pl_brain_args(wc):
+    group = int(wc.group)
+    args = f"--brain-dir {PL_DIR}/{BRAIN_GROUP}" if is_head_group(group) else ""
+    if group == NECK_FALLBACK_GROUP and NECK_VERTEBRAE_GROUP in SP_GROUPS:
+        args += f" --vertebrae-dir {PL_DIR}/{NECK_VERTEBRAE_GROUP}"
+    return args
