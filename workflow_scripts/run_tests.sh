@@ -17,4 +17,9 @@ elif [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     exit 1
   fi
 fi
+# dciodvfy (Debian's dicom3tools) validates cads-predict's DICOM-SEG; without it that one check skips with a reason
+if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null && ! command -v dciodvfy >/dev/null; then
+  apt-get install -y -q dicom3tools >/dev/null 2>&1 || (apt-get update -q >/dev/null 2>&1 && apt-get install -y -q dicom3tools >/dev/null 2>&1) \
+    || echo "run_tests: dicom3tools not installed; the dciodvfy check will skip" >&2
+fi
 exec .venv/bin/python -m pytest "$@"
