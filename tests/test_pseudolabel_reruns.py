@@ -6,8 +6,9 @@ earlier volume where it was. The expected shards here are written out by hand.
 
 Re-prediction (predict_shard's contract): a head-group volume gated out by too little brain gets an empty map
 without a model; once its group-553 brain map changes so that it passes the gate, the rerun must predict it, which
-needs the model (here absent, so the job fails naming the model folder). Reruns after a changed image or model are
-tested with a trained smoke model in tests/test_specialists_smoke_training.py (slow).
+needs the model (here absent, so the job fails naming the model folder), also when the job resumes an interrupted
+run of its shard, where a volume is kept only if the fingerprint in its map's header still matches. Reruns after a
+changed image or model are tested with a trained smoke model in tests/test_specialists_smoke_training.py (slow).
 """
 
 import os
@@ -16,7 +17,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from cadsflow.pseudolabel.infer import SKIPPED_NO_BRAIN, ModelLoadError, predict_shard
+from cadsflow.pseudolabel.infer import SKIPPED_NO_BRAIN, ModelLoadError, predict_shard, running_marker
 from cadsflow.pseudolabel.postprocess import BRAIN_MIN_VOXELS, brain_label_id
 from cadsflow.pseudolabel.shards import Shards
 from test_pseudolabel_infer import AFFINE, standardized
@@ -75,19 +76,28 @@ def _brain(root, volume_id, n_voxels, mtime=None):
     return path
 
 
-def test_a_gated_volume_is_predicted_on_rerun_once_its_brain_map_changes_to_pass_the_gate(tmp_path):
+@pytest.mark.parametrize("interrupted", [False, True])
+def test_a_gated_volume_is_predicted_on_rerun_once_its_brain_map_changes_to_pass_the_gate(tmp_path, interrupted):
+    """A rerun predicts it whether Snakemake reran the shard (every member is redone) or the job resumes an
+    interrupted run of the shard (then the brain map's change must show in the fingerprint the empty map carries)."""
     volume = standardized(tmp_path, "head1", shape=HEAD_SHAPE)
     _brain(tmp_path, "head1", n_voxels=BRAIN_MIN_VOXELS // 10)  # 200 brain voxels: gated out
     out = tmp_path / "558"
-    first = predict_shard(tmp_path / "no_model", "all", [volume], out, 558, brain_dir=tmp_path / "553")
+    report = out / "shard_0.tsv"
+    first = predict_shard(tmp_path / "no_model", "all", [volume], out, 558, brain_dir=tmp_path / "553",
+                          report_path=report)
     assert [o.status for o in first.outcomes] == [SKIPPED_NO_BRAIN] and first.model_loads == 0
     assert not np.asanyarray(nib.load(out / "head1.nii.gz").dataobj).any()
 
-    again = predict_shard(tmp_path / "no_model", "all", [volume], out, 558, brain_dir=tmp_path / "553")
+    again = predict_shard(tmp_path / "no_model", "all", [volume], out, 558, brain_dir=tmp_path / "553",
+                          report_path=report)
     assert [o.status for o in again.outcomes] == [SKIPPED_NO_BRAIN] and again.model_loads == 0  # nothing changed
 
     # group 553 was re-predicted and its brain now passes the gate: the head group must predict (load the model)
     newer = (out / "head1.nii.gz").stat().st_mtime + 10  # later than the empty map, whatever the clock's tick
     _brain(tmp_path, "head1", n_voxels=BRAIN_MIN_VOXELS, mtime=newer)
+    if interrupted:
+        running_marker(report).write_text("running\n")  # what a killed run of this shard leaves behind
     with pytest.raises(ModelLoadError, match="no_model"):
-        predict_shard(tmp_path / "no_model", "all", [volume], out, 558, brain_dir=tmp_path / "553")
+        predict_shard(tmp_path / "no_model", "all", [volume], out, 558, brain_dir=tmp_path / "553",
+                      report_path=report)

@@ -1,6 +1,8 @@
 """End to end with real nnU-Net: plan, preprocess and train the smoke specialist on a tiny constructed dataset,
-then pseudo-label a shard of volumes (one model load, a corrupt member reported, a rerun redoing only the missing,
-and re-predicting exactly the volumes whose image, brain map or model changed).
+then pseudo-label a shard of volumes (one model load, a corrupt member reported). A rerun that Snakemake starts
+predicts every member; a job that resumes an interrupted run of its shard (its `<report>.running` marker left
+behind) keeps exactly the maps whose header fingerprint still matches, so it re-predicts the missing ones and
+those whose image, group-553 brain map or model checkpoint changed.
 """
 
 import json
@@ -14,7 +16,7 @@ import pytest
 
 from helpers import REPO, spacing_affine, write_nifti
 
-from cadsflow.pseudolabel.infer import FAILED, OK, SKIPPED_NO_BRAIN, load_predictor, read_report
+from cadsflow.pseudolabel.infer import FAILED, OK, SKIPPED_NO_BRAIN, load_predictor, read_report, running_marker
 from cadsflow.pseudolabel.postprocess import BRAIN_MIN_VOXELS, brain_label_id, keep_largest_components, load_cleanup_rules
 from cadsflow.specialists.nnunet import TRAINERS_DIR, NnunetDirs, nnunet_env
 from cadsflow.specialists.presets import load_preset
@@ -110,7 +112,7 @@ def test_smoke_training_uses_the_project_trainer_without_mirroring(trained):
     assert checkpoint["current_epoch"] == load_preset("smoke").schedule["epochs"]
 
 
-def test_shard_loads_the_model_once_keeps_good_volumes_when_one_fails_and_rerun_redoes_only_the_missing(trained):
+def test_shard_loads_the_model_once_keeps_good_volumes_when_one_fails_and_a_resumed_run_redoes_the_missing(trained):
     root, dirs, marker, _ = trained
     standardized = root / "standardized"
     volumes = [write_standardized(standardized, "vol_a", seed=10),
@@ -133,16 +135,18 @@ def test_shard_loads_the_model_once_keeps_good_volumes_when_one_fails_and_rerun_
     kept = {v: (out_dir / f"{v}.nii.gz").stat().st_mtime_ns for v in ("vol_a", "vol_c")}
 
     write_standardized(standardized, "vol_b", seed=12)  # the broken volume is repaired
+    running_marker(report).write_text("running\n")  # and the job resumes a run of this shard that was killed
     second = pseudolabel(dirs, marker, volumes, out_dir, report, root / "second.log")
     assert second.returncode == 0, second.stderr
     assert (root / "second.log").read_text().count(MODEL_LOAD_LINE) == 1
     assert [o.status for o in read_report(report)] == [OK, OK, OK]
     assert {v: (out_dir / f"{v}.nii.gz").stat().st_mtime_ns for v in kept} == kept  # not predicted again
-    assert (out_dir / "vol_b.nii.gz").is_file()
+    assert (out_dir / "vol_b.nii.gz").is_file() and not running_marker(report).exists()
 
-    third = pseudolabel(dirs, marker, volumes, out_dir, report, root / "third.log")
+    third = pseudolabel(dirs, marker, volumes, out_dir, report, root / "third.log")  # Snakemake reran the shard
     assert third.returncode == 0, third.stderr
-    assert (root / "third.log").read_text().count(MODEL_LOAD_LINE) == 0  # nothing missing: no model load
+    assert (root / "third.log").read_text().count(MODEL_LOAD_LINE) == 1
+    assert all((out_dir / f"{v}.nii.gz").stat().st_mtime_ns != kept[v] for v in kept)  # every member redone
 
 
 def test_a_failed_volume_fails_the_job_when_asked_to_after_its_shard_mates_are_written(trained):
@@ -210,7 +214,7 @@ def _mtimes(out_dir, volume_ids):
     return {v: (out_dir / f"{v}.nii.gz").stat().st_mtime_ns for v in volume_ids}
 
 
-def test_rerun_re_predicts_exactly_the_volumes_whose_image_or_brain_map_changed(trained):
+def test_resumed_run_re_predicts_exactly_the_volumes_whose_image_or_brain_map_changed(trained):
     """Head group 558 (the 551 model stands in): one volume gets a new image, one a new group-553 brain map."""
     root, dirs, marker, _ = trained
     ids = ("new_image", "new_brain", "unchanged")
@@ -228,6 +232,7 @@ def test_rerun_re_predicts_exactly_the_volumes_whose_image_or_brain_map_changed(
     _later_than(folder / "new_image" / "image.nii.gz", *(out_dir / f"{v}.nii.gz" for v in ids))
     _brain_map(folder / "553" / "new_brain.nii.gz", BRAIN_MIN_VOXELS, offset=SHAPE[1] * SHAPE[2])  # brain moved
     _later_than(folder / "553" / "new_brain.nii.gz", *(out_dir / f"{v}.nii.gz" for v in ids))
+    running_marker(out_dir / "shard_0.tsv").write_text("running\n")  # resume: only matching fingerprints are kept
     second = pseudolabel(dirs, marker, volumes, *args, root / "rerun2.log", "--brain-dir", str(folder / "553"),
                          group=558)
     assert second.returncode == 0, second.stderr
@@ -237,7 +242,7 @@ def test_rerun_re_predicts_exactly_the_volumes_whose_image_or_brain_map_changed(
     assert [o.status for o in read_report(out_dir / "shard_0.tsv")] == [OK, OK, OK]
 
 
-def test_rerun_re_predicts_every_volume_after_the_model_is_retrained_in_place(trained):
+def test_resumed_run_re_predicts_every_volume_after_the_model_is_retrained_in_place(trained):
     import shutil
 
     import torch
@@ -259,6 +264,7 @@ def test_rerun_re_predicts_every_volume_after_the_model_is_retrained_in_place(tr
                                 for k, v in state["network_weights"].items()}
     torch.save(state, checkpoint)
     _later_than(checkpoint, *(out_dir / f"{v}.nii.gz" for v in ("r1", "r2")))
+    running_marker(out_dir / "shard_0.tsv").write_text("running\n")  # resume: only matching fingerprints are kept
     second = pseudolabel(dirs, marker, volumes, out_dir, out_dir / "shard_0.tsv", root / "retrained2.log")
     assert second.returncode == 0, second.stderr
     after = _mtimes(out_dir, ("r1", "r2"))
