@@ -12,6 +12,7 @@ Whether the pins resolve together against PyPI is .ci/check_envs.sh's job (it ne
 from __future__ import annotations
 
 import ast
+import functools
 import json
 import re
 import subprocess
@@ -19,7 +20,7 @@ import sys
 import sysconfig
 import textwrap
 from dataclasses import dataclass
-from importlib.metadata import PackageNotFoundError, packages_distributions, version
+from importlib.metadata import PackageNotFoundError, distribution, packages_distributions, version
 from pathlib import Path
 
 import pytest
@@ -194,30 +195,78 @@ def _relative(path: Path) -> str:
 # --- imports --------------------------------------------------------------------------------------------------
 
 
-def third_party_imports(start: list[Path], roots: list[Path]) -> dict[str, set[str]]:
-    """Top-level third-party modules the start files import, through every local module they reach.
+@dataclass(frozen=True)
+class ImportWalk:
+    third_party: dict[str, set[str]]  # top-level module -> the files that import it
+    local: dict[str, Path]  # every local module reached (name -> file), the start files excluded
+
+
+def walk_imports(start: list[tuple[Path, str]], roots: list[Path]) -> ImportWalk:
+    """The modules the start files (path, module name; __main__ for a script) import, through every local module
+    they reach.
 
     A module is local when it resolves to a file under one of `roots` (the workflow folder, the starting files'
     own folders): such modules are followed. Every import statement counts, wherever it sits (inside functions,
-    branches). Returns module -> the files (relative to the repository) that import it.
+    branches). Files are named relative to the repository.
     """
     found: dict[str, set[str]] = {}
+    local: dict[str, Path] = {}
     seen: set[Path] = set()
-    todo = [(path, _module_name(path)) for path in start]
+    todo = list(start)
     while todo:
         path, module = todo.pop()
         if path in seen:
             continue
         seen.add(path)
+        if module != "__main__":
+            local[module] = path
         for imported in _imports(path, module, roots):
-            local = _local_chain(imported, roots)
-            if local:
-                todo += [(f, name) for name, f in local]
+            chain = _local_chain(imported, roots)
+            if chain:
+                todo += [(f, name) for name, f in chain]
                 continue
             top = imported.split(".")[0]
             if top not in sys.stdlib_module_names:
                 found.setdefault(top, set()).add(str(path.relative_to(ROOT) if path.is_relative_to(ROOT) else path))
-    return found
+    return ImportWalk(found, local)
+
+
+def third_party_imports(start: list[tuple[Path, str]], roots: list[Path]) -> dict[str, set[str]]:
+    """Top-level third-party modules the start files import (see walk_imports): module -> importing files."""
+    return walk_imports(start, roots).third_party
+
+
+def env_distributions(env: EnvFile) -> set[str]:
+    """The env's pinned distributions and everything they require (extras and markers honoured), as installed in
+    the tested venv: what pip puts into the env."""
+    todo = [Requirement(line) for line in env.pip]
+    done: set[tuple[str, frozenset[str]]] = set()
+    while todo:
+        req = todo.pop()
+        key = (canonicalize_name(req.name), frozenset(req.extras))
+        if key in done:
+            continue
+        done.add(key)
+        for line in distribution(req.name).requires or []:
+            dep = Requirement(line)
+            if dep.marker is None or any(dep.marker.evaluate({"extra": e}) for e in req.extras | {""}):
+                todo.append(dep)
+    return {name for name, _ in done}
+
+
+def site_of(dists: set[str], folder: Path) -> Path:
+    """A folder holding links to exactly the venv's files of `dists` (their top-level packages, modules and
+    metadata), to import from in place of the whole site-packages. A namespace folder that several distributions
+    share (nvidia/) is linked whole."""
+    folder.mkdir(parents=True)
+    for name in sorted(dists):
+        dist = distribution(name)
+        assert dist.files is not None, f"{name} in the venv has no RECORD: cannot tell its files"
+        base = Path(dist.locate_file(""))
+        for top in sorted({f.parts[0] for f in dist.files} - {"..", "__pycache__"}):
+            if not (folder / top).exists() and (base / top).exists():
+                (folder / top).symlink_to(base / top)
+    return folder
 
 
 def provided_modules(env: EnvFile) -> set[str]:
@@ -225,21 +274,27 @@ def provided_modules(env: EnvFile) -> set[str]:
     pinned = {canonicalize_name(Requirement(line).name) for line in env.pip}
     return {
         module
-        for module, dists in packages_distributions().items()
+        for module, dists in _packages_distributions().items()
         if any(canonicalize_name(d) in pinned for d in dists)
     }
 
 
-def family_start(spec: dict[str, list[str]]) -> tuple[list[Path], list[Path]]:
-    """The files a family's code starts from, and the roots its local imports resolve under."""
+@functools.cache
+def _packages_distributions() -> dict[str, list[str]]:
+    return packages_distributions()
+
+
+def family_start(spec: dict[str, list[str]]) -> tuple[list[tuple[Path, str]], list[Path]]:
+    """The files a family's code starts from (path, module name), and the roots its local imports resolve under."""
     start, roots = [], [CODE]
     for script in spec.get("scripts", []):
-        start.append(ROOT / script)
+        start.append((ROOT / script, "__main__"))
         roots.append((ROOT / script).parent)  # Snakemake's preamble puts the script's folder on sys.path
     for module in spec.get("modules", []):
-        start.append(_module_file(f"{module}.__main__", [CODE]) or _module_file(module, [CODE]))
+        main = _module_file(f"{module}.__main__", [CODE])
+        start.append((main, f"{module}.__main__") if main else (_module_file(module, [CODE]), module))
     for folder in spec.get("loaded", []):
-        start += sorted((ROOT / folder).glob("*.py"))
+        start += [(path, path.stem) for path in sorted((ROOT / folder).glob("*.py"))]
         roots.append(ROOT / folder)
     return start, roots
 
@@ -279,14 +334,6 @@ def _module_file(name: str, roots: list[Path]) -> Path | None:
             if candidate.is_file():
                 return candidate
     return None
-
-
-def _module_name(path: Path) -> str:
-    """A start file's module name: dotted for a cadsflow module (its relative imports resolve), else __main__."""
-    parts = list(path.relative_to(CODE).with_suffix("").parts) if path.is_relative_to(CODE) else []
-    if parts and parts[-1] == "__init__":
-        parts.pop()
-    return ".".join(parts) if parts[:1] == ["cadsflow"] else "__main__"
 
 
 # --- tests: env files ------------------------------------------------------------------------------------------
@@ -405,7 +452,7 @@ def test_every_entry_script_and_family_path_is_listed_once_and_exists():
     assert {str(p.relative_to(ROOT)) for p in ENTRY.glob("*.py")} <= scripts
     for spec in families().values():
         start, _ = family_start(spec)
-        assert all(path is not None and path.is_file() for path in start), spec
+        assert all(path is not None and path.is_file() for path, _ in start), spec
 
 
 # --- tests: imports -> envs ------------------------------------------------------------------------------------
@@ -420,6 +467,36 @@ def test_family_code_imports_only_third_party_modules_its_env_installs(name):
     assert missing == {}, f"envs/{name} does not install what its code imports: {missing}"
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["imaging.yaml", "nnunet.yaml", "stats.yaml"])
+def test_family_code_imports_with_only_its_envs_packages_and_the_workflow_folder(name, tmp_path):
+    """Every module the family reaches (cadsflow modules, trainers, each third-party module it imports, lazily or
+    not) imports in a Python without site-packages whose path holds only the env's distributions (pins and their
+    requirements) and the workflow folder."""
+    env = read_env(ENVS / name)
+    site = site_of(env_distributions(env), tmp_path / "site")
+    start, roots = family_start(families()[name])
+    walk = walk_imports(start, roots)
+    modules = sorted(walk.third_party) + sorted(walk.local)
+    probe = (
+        "import importlib, json, sys\n"
+        "sys.path[:0] = json.loads(sys.argv[1])\n"
+        "failed = {}\n"
+        "for m in sys.argv[2:]:\n"
+        "    try:\n"
+        "        importlib.import_module(m)\n"
+        "    except Exception as exc:\n"
+        "        failed[m] = f'{type(exc).__name__}: {exc}'\n"
+        "print(json.dumps(failed))\n"
+    )
+    path = json.dumps([str(site), *map(str, dict.fromkeys(roots))])
+    run = subprocess.run(
+        [sys.executable, "-S", "-E", "-c", probe, path, *modules], capture_output=True, text=True, timeout=600
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert json.loads(run.stdout.splitlines()[-1]) == {}
+
+
 def test_import_walk_follows_local_modules_and_lazy_imports_and_skips_the_standard_library(tmp_path):
     pkg = tmp_path / "pkg"
     (pkg / "sub").mkdir(parents=True)
@@ -430,7 +507,7 @@ def test_import_walk_follows_local_modules_and_lazy_imports_and_skips_the_standa
     (pkg / "unused.py").write_text("import pandas\n")
     script = tmp_path / "entry.py"
     script.write_text("import os\nfrom pkg.sub import leaf\nif False:\n    import numpy\n")
-    needed = third_party_imports([script], [tmp_path])
+    needed = third_party_imports([(script, "__main__")], [tmp_path])
     leaf, other = str(pkg / "sub" / "leaf.py"), str(pkg / "other.py")
     assert needed == {"torch": {leaf}, "yaml": {other}, "scipy": {other}, "numpy": {str(script)}}
 
