@@ -449,7 +449,8 @@ def test_every_entry_script_and_family_path_is_listed_once_and_exists():
     listed = [code for spec in families().values() for kind in spec.values() for code in kind]
     assert len(listed) == len(set(listed))
     scripts = {code for code in listed if code.endswith(".py")}
-    assert {str(p.relative_to(ROOT)) for p in ENTRY.glob("*.py")} <= scripts
+    unlisted = sorted({str(p.relative_to(ROOT)) for p in ENTRY.glob("*.py")} - scripts)
+    assert unlisted == [], f"entry scripts that envs/families.yaml lists under no env: {unlisted}"
     for spec in families().values():
         start, _ = family_start(spec)
         assert all(path is not None and path.is_file() for path, _ in start), spec
