@@ -108,8 +108,7 @@ def families() -> dict[str, dict[str, list[str]]]:
 
 # --- rules ----------------------------------------------------------------------------------------------------
 
-RULE_HEADER = re.compile(r"^(?:rule|checkpoint)\s+(\w+)\s*:", re.M)
-DIRECTIVE = re.compile(r"^ {4}(\w+):", re.M)
+RULE_HEADER = re.compile(r"^([ \t]*)(?:rule|checkpoint)\s+(\w+)\s*:", re.M)  # also inside `if` blocks
 STRING = re.compile(r"""(['"])(.*?)(?<!\\)\1""")
 PYTHON_M = re.compile(r"(?:^|\s)-m\s+([A-Za-z_][\w.]*)")
 
@@ -128,15 +127,16 @@ def read_rules(text: str, rules_file: Path) -> list[RuleCode]:
     out = []
     headers = list(RULE_HEADER.finditer(text))
     for header in headers:
-        body = _rule_body(text[header.end() :])
-        sections = _directives(body)
+        indent = header.group(1)
+        body = _rule_body(text[header.end() :], indent)
+        sections = _directives(body, indent)
         conda = _first_string(sections.get("conda", ""))
         script = _first_string(sections.get("script", ""))
         modules = PYTHON_M.findall(" ".join(s for _, s in STRING.findall(sections.get("shell", ""))))
         code = _relative(rules_file.parent / script) if script else (modules[0] if modules else None)
         out.append(
             RuleCode(
-                rule=header.group(1),
+                rule=header.group(2),
                 file=_relative(rules_file),
                 conda=_relative(rules_file.parent / conda) if conda else None,
                 code=code,
@@ -171,14 +171,15 @@ def all_rules() -> list[RuleCode]:
     return [r for path in RULE_FILES for r in read_rules(path.read_text(), path)]
 
 
-def _rule_body(rest: str) -> str:
-    """The rule's indented block: up to the next line that starts in column 0 (not blank, not a comment)."""
-    end = re.search(r"^(?=[^\s#])", rest, re.M)
+def _rule_body(rest: str, indent: str) -> str:
+    """The rule's block: up to the next code line indented no deeper than the rule's header."""
+    end = re.search(rf"^(?={re.escape(indent)}[^\s#])|^(?!{re.escape(indent)})(?=[ \t]*[^\s#])", rest, re.M)
     return rest[: end.start()] if end else rest
 
 
-def _directives(body: str) -> dict[str, str]:
-    marks = list(DIRECTIVE.finditer(body))
+def _directives(body: str, indent: str) -> dict[str, str]:
+    """Directive name -> its text, for the directives one level (4 spaces) below the rule's header."""
+    marks = list(re.finditer(rf"^{re.escape(indent)} {{4}}(\w+):", body, re.M))
     return {m.group(1): body[m.end() : nxt.start() if nxt else len(body)] for m, nxt in zip(marks, marks[1:] + [None])}
 
 
@@ -413,12 +414,28 @@ def test_rules_reader_finds_each_rules_conda_env_and_its_script_or_python_module
         rule c:
             input:
                 "x",
+
+
+        if DEMO:
+
+            rule d:
+                conda:
+                    "../envs/imaging.yaml"
+                script:
+                    "../workflow_scripts/entry/demo_cohort.py"
+
+
+        rule e:
+            run:
+                print("no env")
         ''')
     rules = read_rules(text, ROOT / "rules" / "example.smk")
     assert rules == [
         RuleCode("a", "rules/example.smk", "envs/imaging.yaml", "workflow_scripts/entry/standardize.py", False),
         RuleCode("b", "rules/example.smk", "envs/nnunet.yaml", "cadsflow.pseudolabel", False),
         RuleCode("c", "rules/example.smk", None, None, False),
+        RuleCode("d", "rules/example.smk", "envs/imaging.yaml", "workflow_scripts/entry/demo_cohort.py", False),
+        RuleCode("e", "rules/example.smk", None, None, True),
     ]
 
 
