@@ -1,7 +1,8 @@
 """Kill and resume (issue 17, item 5): the demo DAG killed with SIGKILL mid-job, resumed, compared with a clean run.
 
-Runs the repository's Snakefile on the embedded demo cohort in a scratch folder twice, at the same absolute path
-(so that paths written into outputs agree): once uninterrupted (the reference), and once where the whole snakemake
+Runs the repository's Snakefile (a snapshot of the working tree taken at the start, so that edits during the run
+do not reach it) on the embedded demo cohort in a scratch folder twice, at the same absolute path (so that paths
+written into outputs agree): once uninterrupted (the reference), and once where the whole snakemake
 process group (snakemake and every job it started) is killed with SIGKILL at three points, in DAG order:
 
 - batch: while a standardize or gt_batch job is writing its batch (some but not all of its volume folders exist);
@@ -27,7 +28,8 @@ Usage (from the repository root; about 30-40 min on 2 loaded cores, `--quick` st
 
     nice -n 10 .venv/bin/python benchmarks/bench_resume.py [--quick] [--seed 17] [--keep]
 
-`--targets`/`--until`/`--kills` run a subset, e.g. `--targets results/pseudolabels/559/shard_0.tsv` for one shard.
+`--targets`/`--until`/`--kills` run a subset, e.g. `--targets results/pseudolabels/559/shard_0.tsv` for one shard;
+`--compare REFERENCE RESUMED` compares two kept working directories (`--keep`) again.
 """
 
 from __future__ import annotations
@@ -100,6 +102,9 @@ JOB_FINISHED = re.compile(r"^Finished jobid: (\d+) \(Rule: (\S+)\)")
 
 def main(argv=None) -> int:
     args = _parse_args(argv)
+    if args.compare:
+        compare_trees(*map(Path, args.compare))
+        return 0
     rng = random.Random(args.seed)
     scratch = Path(tempfile.mkdtemp(prefix="bench_resume_", dir=args.scratch))
     run_dir, ref_dir = scratch / "run", scratch / "reference"
@@ -107,9 +112,10 @@ def main(argv=None) -> int:
     print(f"bench_resume: scratch {scratch}; kill points {kills}; seed {args.seed}; "
           f"targets {args.targets or ['all']}; until {args.until or '-'}; cores {args.cores}")
     try:
+        workflow = REPO if args.live else snapshot_workflow(scratch / "workflow")
         run_dir.mkdir()
         config = write_config(run_dir)
-        runner = Runner(run_dir, config, args.cores, args.targets, args.until, args.timeout)
+        runner = Runner(workflow, run_dir, config, args.cores, args.targets, args.until, args.timeout)
 
         started = time.monotonic()
         reference = runner.run("reference", [])
@@ -298,10 +304,11 @@ class RunResult:
 class Runner:
     """snakemake on the repository's Snakefile in `workdir`, as a user's shell runs it (no venv on PATH)."""
 
-    def __init__(self, workdir: Path, config: Path, cores: int, targets: list[str], until: list[str],
-                 timeout: int) -> None:
+    def __init__(self, workflow: Path, workdir: Path, config: Path, cores: int, targets: list[str],
+                 until: list[str], timeout: int) -> None:
         self.workdir, self.config, self.timeout = workdir, config, timeout
-        self.base = [SNAKEMAKE, "-s", str(REPO / "Snakefile"), "--directory", str(workdir), "--cores", str(cores)]
+        self.base = [SNAKEMAKE, "-s", str(workflow / "Snakefile"), "--directory", str(workdir),
+                     "--cores", str(cores)]
         self.selection = list(targets) + (["--until", *until] if until else [])
         self.logs = workdir.parent / "snakemake_output"
         self.logs.mkdir(exist_ok=True)
@@ -349,6 +356,19 @@ class Runner:
         jobs = JobStream()
         jobs.feed(proc.stdout + proc.stderr + "\n")
         return jobs
+
+
+def snapshot_workflow(dest: Path) -> Path:
+    """Copy the repository's working tree (tracked and untracked, not ignored files) to `dest`: both runs use the
+    same workflow code even while the checkout changes under them."""
+    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=REPO, check=True,
+                           capture_output=True).stdout.decode().split("\0")
+    for rel in filter(None, files):
+        src = REPO / rel
+        if src.is_file():
+            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dest / rel)
+    return dest
 
 
 def describe_leftovers(workdir: Path) -> None:
@@ -500,6 +520,10 @@ def _parse_args(argv):
     parser.add_argument("--timeout", type=int, default=5400, help="seconds per snakemake run")
     parser.add_argument("--scratch", default=None, help="folder for the scratch directory (default: $TMPDIR)")
     parser.add_argument("--keep", action="store_true", help="keep the scratch directory")
+    parser.add_argument("--live", action="store_true",
+                        help="run the checkout's Snakefile itself, not a snapshot of it taken at the start")
+    parser.add_argument("--compare", nargs=2, metavar=("REFERENCE", "RESUMED"),
+                        help="only compare the results/ of two kept working directories")
     args = parser.parse_args(argv)
     if args.quick and not args.until:
         args.until = ["pseudolabel_status"]
