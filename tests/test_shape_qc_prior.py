@@ -17,7 +17,7 @@ from cadsflow.shape_qc.train import train_prior
 AFFINE = np.diag([2.0, 2.0, 2.0, 1.0])
 TINY = load_preset("demo").with_overrides(
     latent_dim=8, hidden_width=32, num_layers=4, coord_layers=(0, 2), coord_scale_mm=10.0, points_per_example=1024,
-    batch_size=3, epochs=80, lr_decoder=3e-3, recon_steps=40, recon_points=1024, decode_margin_mm=4.0,
+    batch_size=3, epochs=50, lr_decoder=3e-3, recon_steps=40, recon_points=1024, decode_margin_mm=4.0,
     latent_reg_warmup=10)
 
 

@@ -13,11 +13,10 @@ Volume ids come from the label maps' file names (<volume_id>.nii.gz, the pseudo-
 from __future__ import annotations
 
 import argparse
-import contextlib
 import logging
 import sys
 
-from cadsflow.logs import to_log
+from cadsflow.logs import to_log_if
 
 
 def main(argv=None) -> int:
@@ -45,6 +44,7 @@ def main(argv=None) -> int:
     exclude.add_argument("--fraction", type=float, help="share of images to exclude (default: the preset's)")
     exclude.add_argument("--out", required=True, help="exclusion table to write (TSV)")
     exclude.add_argument("--images-out", help="also write every image's score, rank and state (TSV)")
+    exclude.add_argument("--merged-out", help="also write the shards' score tables as one (TSV)")
 
     gallery = sub.add_parser("gallery", help="PNG of the worst-scored volumes")
     _common(gallery, torch_options=True)
@@ -57,7 +57,7 @@ def main(argv=None) -> int:
     gallery.add_argument("--out", required=True, help="the PNG to write")
 
     args = parser.parse_args(argv)
-    with to_log(args.log) if args.log else contextlib.nullcontext():
+    with to_log_if(args.log):
         if not args.log:
             logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
         return COMMANDS[args.command](args)
@@ -97,9 +97,10 @@ def _train(args) -> int:
     from cadsflow.shape_qc.train import train_prior_from_files
 
     preset = _preset(args)
+    ids = _ids(args)
     device = _torch_setup(args, preset)
     prior, stats = train_prior_from_files(args.labels, args.group, preset, seed=args.seed, device=device,
-                                          volume_ids=_ids(args), preset_name=args.preset)
+                                          volume_ids=ids, preset_name=args.preset)
     save_prior(prior, args.out)
     logging.getLogger("cadsflow.shape_qc").info(
         "prior of group %d: %d maps (%d empty skipped), %d steps in %.1f s, final loss %.4f", args.group,
@@ -112,9 +113,10 @@ def _score(args) -> int:
     from cadsflow.shape_qc.score import score_files
 
     preset = _preset(args)
+    ids = _ids(args)
     device = _torch_setup(args, preset)
     prior = load_prior(args.prior, device)
-    score_files(prior, args.labels, preset, seed=args.seed, out=args.out, volume_ids=_ids(args))
+    score_files(prior, args.labels, preset, seed=args.seed, out=args.out, volume_ids=ids)
     return 0
 
 
@@ -123,7 +125,8 @@ def _exclude(args) -> int:
 
     preset = _preset(args)
     fraction = preset.exclude_fraction if args.fraction is None else args.fraction
-    write_exclusions(args.scores, args.out, fraction, preset.combine, preset.robust_z_floor_mm, args.images_out)
+    write_exclusions(args.scores, args.out, fraction, preset.combine, preset.robust_z_floor_mm, args.images_out,
+                     args.merged_out)
     return 0
 
 

@@ -36,7 +36,7 @@ import numpy as np
 import pandas as pd
 
 from cadsflow.atomic import atomic_path
-from cadsflow.shape_qc.score import ABSENT, FAILED, SCORED_STATUSES, WHOLE_VOLUME, read_scores
+from cadsflow.shape_qc.score import ABSENT, FAILED, SCORED_STATUSES, WHOLE_VOLUME, read_scores, write_scores
 
 EXCLUSION_COLUMNS = ("volume_id", "image_score", "rank", "reason")
 IMAGE_COLUMNS = ("volume_id", "image_score", "rank", "state", "worst_structure", "worst_hd90_mm", "worst_status",
@@ -108,10 +108,14 @@ def exclusion_count(n_images: int, fraction: float) -> int:
 
 def write_exclusions(score_paths: Sequence[str | Path], out: str | Path, fraction: float = 0.10,
                      combine: str = "mean_robust_z", floor_mm: float = 1.5,
-                     images_out: str | Path | None = None) -> pd.DataFrame:
-    """Read a group's score tables, write its exclusion table (and optionally the full image table)."""
-    images = image_scores(read_scores(score_paths), combine, floor_mm, fraction)
+                     images_out: str | Path | None = None, merged_out: str | Path | None = None) -> pd.DataFrame:
+    """Read a group's score tables (its shards), write its exclusion table; optionally also every image's row
+    (images_out) and the shards' scores as one table (merged_out)."""
+    scores = read_scores(score_paths)
+    images = image_scores(scores, combine, floor_mm, fraction)
     write_table(excluded(images), out)
+    if merged_out is not None:
+        write_scores(scores, merged_out)
     if images_out is not None:
         write_table(images, images_out)
     return images
