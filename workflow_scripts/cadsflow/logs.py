@@ -27,3 +27,8 @@ def to_log(path: str | Path):
             raise
         finally:
             root.removeHandler(handler)
+
+
+def to_log_if(path: str | Path | None):
+    """to_log(path) when a log file is given (a rule's job), else nothing (a command run by hand prints)."""
+    return to_log(path) if path else contextlib.nullcontext()

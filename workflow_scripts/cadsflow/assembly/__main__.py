@@ -9,12 +9,11 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
 import logging
 import sys
 from pathlib import Path
 
-from cadsflow.logs import to_log
+from cadsflow.logs import to_log_if
 
 NONE = "none"  # placeholder in an aligned list for "this volume has none"
 
@@ -52,7 +51,7 @@ def main(argv=None) -> int:
                       help="an nnU-Net dataset.json whose numTraining is the stage's count for the group; repeatable")
     card.add_argument("--out-dir", required=True, help="results/assembled/dataset_card")
     args = parser.parse_args(argv)
-    with to_log(args.log) if args.log else contextlib.nullcontext():
+    with to_log_if(args.log):
         if not args.log:
             logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
         return _batch(args) if args.command == "batch" else _card(args)

@@ -9,15 +9,14 @@ subset   count tables -> a head group's training volumes, one id per line (557, 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import sys
 
-from cadsflow.logs import to_log
+from cadsflow.logs import to_log_if
 
 
 def main(argv=None) -> int:
     args = _parser().parse_args(argv)
-    with to_log(args.log) if args.log else contextlib.nullcontext():
+    with to_log_if(args.log):
         _run(args)
     return 0
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 
 def main(argv=None) -> int:
@@ -26,7 +25,7 @@ def main(argv=None) -> int:
     from cadsflow.flavors.intensity import write_scaled_image
     from cadsflow.flavors.network import write_flavor_plans
     from cadsflow.flavors.settings import FLAVORS_YAML, load_flavor_preset
-    from cadsflow.logs import to_log
+    from cadsflow.logs import to_log_if
 
     def run():
         preset = load_flavor_preset(args.preset, args.config or FLAVORS_YAML)
@@ -37,10 +36,7 @@ def main(argv=None) -> int:
             write_scaled_image(image, out, preset.intensity_percentiles)
         print(f"scaled {len(args.images)} images ({preset.intensity_percentiles} percentiles -> [0, 1])")
 
-    if args.log:
-        with to_log(Path(args.log)):
-            run()
-    else:
+    with to_log_if(args.log):
         run()
     return 0
 

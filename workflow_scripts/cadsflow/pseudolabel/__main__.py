@@ -7,11 +7,10 @@ Snakemake `script:`. nnU-Net finds the project's trainers through nnUNet_extTrai
 from __future__ import annotations
 
 import argparse
-import contextlib
 import logging
 import sys
 
-from cadsflow.logs import to_log
+from cadsflow.logs import to_log_if
 
 
 def main(argv=None) -> int:
@@ -34,7 +33,7 @@ def main(argv=None) -> int:
                         help="exit 1 when a volume failed (after predicting its shard-mates)")
     parser.add_argument("--log", help="append logging to this file")
     args = parser.parse_args(argv)
-    with to_log(args.log) if args.log else contextlib.nullcontext():
+    with to_log_if(args.log):
         if not args.log:
             logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
         return _run(args)

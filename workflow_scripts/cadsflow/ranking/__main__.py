@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 
 def main(argv=None) -> int:
@@ -17,7 +16,7 @@ def main(argv=None) -> int:
     parser.add_argument("--log", help="log file (default: stderr)")
     args = parser.parse_args(argv)
 
-    from cadsflow.logs import to_log
+    from cadsflow.logs import to_log_if
     from cadsflow.ranking.figure import plot_priority
     from cadsflow.ranking.tables import FLAVORS_YAML, load_ranking_settings, rank_scores, read_priority
 
@@ -29,10 +28,7 @@ def main(argv=None) -> int:
             plot_priority(read_priority(args.out), args.figure, settings)
             print(f"selection chart -> {args.figure}")
 
-    if args.log:
-        with to_log(Path(args.log)):
-            run()
-    else:
+    with to_log_if(args.log):
         run()
     return 0
 
