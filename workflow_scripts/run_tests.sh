@@ -16,6 +16,7 @@ elif [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
       "the cluster tests must run, so the test run fails (CADS_SKIP_SLURM=1 skips them on purpose)" >&2
     exit 1
   fi
+  export CADS_REQUIRE_SLURM=1  # it is up: a cluster test that finds no cluster now fails instead of skipping
 fi
 # dciodvfy (Debian's dicom3tools) validates cads-predict's DICOM-SEG; without it that one check skips with a reason
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null && ! command -v dciodvfy >/dev/null; then

@@ -137,8 +137,11 @@ def _jobcomp_record(jobcomp_log: Path, job_id: str) -> dict[str, str] | None:
 
 @pytest.fixture(scope="session")
 def slurm_cluster() -> SlurmCluster:
-    """The local SLURM cluster; skips the test where none is up (e.g. a laptop without SLURM)."""
+    """The local SLURM cluster; skips the test where none is up (e.g. a laptop without SLURM), but fails it where
+    run_tests.sh brought one up (CADS_REQUIRE_SLURM=1): a cluster that came up and then vanished is a failure."""
     reason = cluster_unavailable_reason()
+    if reason and os.environ.get("CADS_REQUIRE_SLURM") == "1":
+        pytest.fail(f"CADS_REQUIRE_SLURM=1 but the local SLURM is unavailable: {reason}")
     if reason:
         pytest.skip(reason)
     return SlurmCluster.discover()
