@@ -4,7 +4,6 @@ statistics, the head-gate decisions, the preview's orientation, and the CLI's re
 
 import json
 
-import nibabel as nib
 import numpy as np
 import pytest
 
@@ -360,3 +359,47 @@ def test_the_console_script_exits_2_for_a_refused_input(tmp_path, models_dir):
     assert result.returncode == 2, result.stderr
     assert result.stderr.strip() == f"cads-predict: refused {truncated}: unreadable: {truncated}: empty file (0 bytes)"
     assert not (tmp_path / "out").exists()
+
+
+# -- the Snakemake entry ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_batch_entry_runs_under_snakemake_and_reports_refused_volumes_without_failing(tmp_path, models_dir):
+    """workflow_scripts/entry/predict_batch.py in a one-rule workflow: a refused volume is a report line, not a
+    failed job (constructed model files: nothing here reaches a model)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from helpers import REPO
+
+    rng = np.random.default_rng(1)
+    mr = write_nifti(tmp_path / "mr.nii.gz", rng.integers(0, 900, (20, 18, 16)).astype(np.int16), np.eye(4))
+    (tmp_path / "empty.nii.gz").write_bytes(b"")
+    volumes = [{"volume_id": "mr", "image": mr}, {"volume_id": "empty", "image": str(tmp_path / "empty.nii.gz")}]
+    (tmp_path / "Snakefile").write_text(f"""
+rule predict_batch:
+    output:
+        folder=directory("results/predict/batch0"),
+        report="results/predict/batch0.tsv",
+    params:
+        volumes={volumes!r},
+        models={str(models_dir)!r},
+        settings={{"groups": [559], "device": "cpu", "fast": True, "dicom_seg": True}},
+        standardize=None,
+    log:
+        "logs/predict/batch0.log",
+    threads: 1
+    script:
+        {str(REPO / "workflow_scripts" / "entry" / "predict_batch.py")!r}
+""")
+    snakemake = Path(sys.executable).parent / "snakemake"
+    result = subprocess.run([str(snakemake), "--cores", "1", "--directory", str(tmp_path), "-s",
+                             str(tmp_path / "Snakefile")], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = [line.split("\t") for line in (tmp_path / "results/predict/batch0.tsv").read_text().splitlines()]
+    assert rows[0] == ["volume_id", "status", "reason", "seconds"]
+    assert [(r[0], r[1]) for r in rows[1:]] == [("mr", "refused"), ("empty", "refused")]
+    assert "look like MR" in rows[1][2] and "empty file" in rows[2][2]
+    assert [p.name for p in (tmp_path / "results/predict/batch0").iterdir()] == [".snakemake_timestamp"]

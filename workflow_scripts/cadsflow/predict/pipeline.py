@@ -45,7 +45,6 @@ from cadsflow.predict.models import GroupModel, find_models, run_order
 from cadsflow.pseudolabel.infer import load_predictor, predict_array
 from cadsflow.pseudolabel.postprocess import (
     BRAIN_GROUP,
-    HEAD_NECK_NONE,
     POSTPROCESSING_YAML,
     VERTEBRAE_GROUP,
     brain_gate,
@@ -358,6 +357,7 @@ def predict_batch(volumes, out_root: str | Path, models_dir: str | Path, setting
     job: its batch-mates' outputs are kept. A missing model fails the job (ModelNotFoundError names the group).
     """
     cache = ModelCache.from_dir(models_dir, settings)
+    Path(out_root).mkdir(parents=True, exist_ok=True)  # the job's output folder, even when every volume is refused
     outcomes = []
     for volume_id, image in volumes:
         started = time.monotonic()
