@@ -50,10 +50,10 @@ def _parser() -> argparse.ArgumentParser:
 
     parser = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("input", help="CT to segment: a NIfTI file (.nii, .nii.gz) or a folder holding one DICOM series")
+    parser.add_argument("input", help="CT to segment: a NIfTI file (.nii, .nii.gz) or a folder of one DICOM series")
     parser.add_argument("-o", "--out-dir", required=True, help="folder for the outputs (created when needed)")
     parser.add_argument("--models", help="a factory run's results folder (final models, else the specialists), or "
-                                         "a folder of <group>.done markers; default: results")
+                                         "a folder of <group>.done markers (default: the checkout's results/)")
     parser.add_argument("--groups", help="comma-separated groups to predict (default: all nine, 551-559); "
                                          "557/558 also run 553 (brain gate), 558 may run 552 (neck)")
     parser.add_argument("--device", default="cpu", help="torch device: cpu or cuda (default: cpu)")

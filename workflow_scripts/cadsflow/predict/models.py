@@ -21,13 +21,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cadsflow.labels import GROUP_IDS, LabelSpace, load_label_space
+from cadsflow.paths import PROJECT_ROOT
 from cadsflow.pseudolabel.postprocess import BRAIN_GROUP, VERTEBRAE_GROUP
 from cadsflow.specialists.train import CHECKPOINT_NAME, TrainingError, read_marker
 
 FINAL, SPECIALIST = "final", "specialist"
 # Where a factory run's markers lie under its results folder, in order of preference.
 MARKER_FOLDERS = ((FINAL, Path("final") / "models"), (SPECIALIST, Path("specialists") / "models"))
-DEFAULT_MODELS_DIR = Path("results")  # the run's results, relative to the working directory (the repository root)
+DEFAULT_MODELS_DIR = PROJECT_ROOT / "results"  # where a factory run in this checkout leaves its results
 # group -> groups whose predictions it needs: 553's brain gates and centres both head groups (Online Methods 3.1);
 # 558 without a brain keeps the neck above group 552's upper vertebrae (authors' postprocess_head_and_neck).
 DEPENDENCIES = {557: (BRAIN_GROUP,), 558: (BRAIN_GROUP, VERTEBRAE_GROUP)}
