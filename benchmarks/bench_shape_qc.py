@@ -73,6 +73,7 @@ def main(argv=None) -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--scores-out", type=Path, help="also write the QC's score table (TSV) here")
+    parser.add_argument("--gallery", type=Path, help="also draw the QC gallery of the worst volumes (PNG) here")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
 
@@ -81,8 +82,9 @@ def main(argv=None) -> None:
         preset = preset.with_overrides(epochs=args.epochs)
     structures = group_structures(args.group)
     t0 = time.perf_counter()
-    train_maps = [phantom_label_map(args.region, TRAIN_SEED0 + i, structures) for i in range(args.train)]
-    test_maps = [phantom_label_map(args.region, TEST_SEED0 + i, structures) for i in range(args.test)]
+    train_maps = [phantom_label_map(args.region, TRAIN_SEED0 + i, structures)[:2] for i in range(args.train)]
+    test_subjects = [phantom_label_map(args.region, TEST_SEED0 + i, structures) for i in range(args.test)]
+    test_maps = [(labels, affine) for labels, affine, _ in test_subjects]
     grid_shape = train_maps[0][0].shape
     print(f"group {args.group}, region {args.region} {grid_shape} at 1.5 mm; {args.train} training and {args.test} "
           f"scored subjects (phantoms built in {time.perf_counter() - t0:.1f} s); preset {args.preset} "
@@ -107,8 +109,9 @@ def main(argv=None) -> None:
     kinds = {volume_id: kind for volume_id, kind, _, _ in cohort}
     if args.scores_out:
         scores.to_csv(args.scores_out, sep="\t", index=False)
+    start_loss, end_loss = np.mean(fit, axis=0)
     print(f"scoring: {len(cohort)} volumes, {np.mean(seconds):.2f} s per volume (max {np.max(seconds):.2f} s); "
-          f"clean fits: loss of the mean code {np.mean([a for a, _ in fit]):.3f} -> fitted {np.mean([b for _, b in fit]):.3f}")
+          f"clean fits: loss of the mean code {start_loss:.3f} -> fitted {end_loss:.3f}")
     clean = scores[scores["volume_id"].map(kinds) == CLEAN]
     ok = clean[clean["status"] == "ok"]
     print("clean HD90 (mm) per structure, median [max]: " + ", ".join(
@@ -138,6 +141,8 @@ def main(argv=None) -> None:
     hit = sum(kinds[v] != CLEAN for v in default.index[default["excluded"]])
     print(f"the worst {preset.exclude_fraction:.0%} cut excludes {n_excluded} of {len(default)} volumes, "
           f"{hit} of them corrupted ({sum(k != CLEAN for k in kinds.values())} of the cohort are)")
+    if args.gallery:
+        draw_gallery(args.gallery, prior, default.reset_index(), cohort, test_subjects, preset, args.seed)
 
 
 def auroc(table: pd.DataFrame, kinds: dict[str, str], kind: str) -> float:
@@ -150,18 +155,39 @@ def auroc(table: pd.DataFrame, kinds: dict[str, str], kind: str) -> float:
     return float(greater + 0.5 * ties)
 
 
+def draw_gallery(out: Path, prior, images: pd.DataFrame, cohort, test_subjects, preset, seed: int) -> None:
+    """The QC gallery of the run's worst volumes (their label maps and CTs written to a temporary folder)."""
+    import tempfile
+
+    from cadsflow.imageio import save_nifti
+    from cadsflow.shape_qc.gallery import GalleryVolume, write_gallery
+
+    worst = set(images.sort_values("rank")["volume_id"].head(preset.gallery_volumes))
+    with tempfile.TemporaryDirectory() as folder:
+        volumes = []
+        for volume_id, _, labels, affine in cohort:
+            if volume_id in worst:
+                subject = int(volume_id[len("subject"):len("subject") + 2])
+                save_nifti(labels, affine, Path(folder) / f"{volume_id}.nii.gz")
+                save_nifti(test_subjects[subject][2], affine, Path(folder) / f"{volume_id}_ct.nii.gz")
+                volumes.append(GalleryVolume(volume_id, Path(folder) / f"{volume_id}.nii.gz",
+                                             Path(folder) / f"{volume_id}_ct.nii.gz"))
+        shown = write_gallery(prior, images, volumes, out, preset, seed=seed)
+    print(f"gallery of {', '.join(shown)}: {out}")
+
+
 # -- cohort ----------------------------------------------------------------------------------------------------
 
 
-def phantom_label_map(region: str, seed: int, structures) -> tuple[np.ndarray, np.ndarray]:
-    """A phantom's group label map (label id k = structures[k - 1]) on a 1.5 mm RAS grid, and its affine."""
-    grid = make_grid(region, spacing=(1.5, 1.5, 1.5), orientation="RAS")
-    _, masks = make_phantom(grid, seed)
+def phantom_label_map(region: str, seed: int, structures) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A phantom's group label map (label id k = structures[k - 1]) on a 1.5 mm RAS grid, its affine and CT."""
+    grid = make_grid(region, spacing=(SPACING_MM,) * 3, orientation="RAS")
+    image, masks = make_phantom(grid, seed)
     labels = np.zeros(grid.shape, dtype=np.uint8)
     for k, name in enumerate(structures, start=1):
         if name in masks:
             labels[masks[name]] = k
-    return labels, grid.affine
+    return labels, grid.affine, image
 
 
 def corrupted_cohort(test_maps, structures, seed: int) -> list[tuple[str, str, np.ndarray, np.ndarray]]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import asdict
+from pathlib import Path
 
 import nibabel as nib
 import numpy as np
@@ -10,7 +11,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from cadsflow.shape_qc.__main__ import main
+from cadsflow.shape_qc.__main__ import _globbed_image, main
 from cadsflow.shape_qc.exclude import EXCLUSION_COLUMNS
 from cadsflow.shape_qc.presets import load_preset
 from cadsflow.shape_qc.score import FAILED, SCORE_COLUMNS, WHOLE_VOLUME
@@ -51,7 +52,7 @@ def test_train_score_exclude_gallery_through_the_command_line(tmp_path, tiny_con
     pseudo = [_save(pl_dir / f"case{i}.nii.gz", _label_map(3.5, 0)) for i in range(9)]
     (pl_dir / "broken.nii.gz").write_bytes(b"not a nifti")
     pseudo.append(str(pl_dir / "broken.nii.gz"))
-    ct = [_save(tmp_path / f"ct{i}.nii.gz", np.full((20, 20, 20), 40, dtype=np.int16)) for i in range(10)]
+    ct = [_save(tmp_path / f"ct_{Path(p).name}", np.full((20, 20, 20), 40, dtype=np.int16)) for p in pseudo]
     common = ["--preset", "tiny", "--config", str(tiny_config)]
     torch_common = common + ["--threads", "1", "--seed", "0"]
 
@@ -74,6 +75,21 @@ def test_train_score_exclude_gallery_through_the_command_line(tmp_path, tiny_con
     assert list(excluded.columns) == list(EXCLUSION_COLUMNS)
     assert list(excluded["volume_id"]) == ["broken"]  # 10 images: quota 1, taken by the failed one
     assert (tmp_path / "gallery.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    # the rule's form: the group's pseudo-label folder and a CT pattern instead of 22,000 paths
+    assert main(["gallery", *torch_common, "--prior", str(tmp_path / "prior.pt"), "--scores",
+                 str(tmp_path / "scores.tsv"), "--label-dir", str(pl_dir),
+                 "--image-glob", str(tmp_path / "ct_{volume_id}.nii.gz"), "--out", str(tmp_path / "g2.png")]) == 0
+    assert (tmp_path / "g2.png").stat().st_size > 0
+
+
+def test_the_image_pattern_finds_one_volumes_ct_or_none(tmp_path):
+    for batch in ("b0", "b1"):
+        (tmp_path / batch / "v1").mkdir(parents=True)
+    (tmp_path / "b1" / "v1" / "image.nii.gz").write_bytes(b"")
+    pattern = str(tmp_path / "*" / "{volume_id}" / "image.nii.gz")
+    assert _globbed_image(pattern, "v1") == tmp_path / "b1" / "v1" / "image.nii.gz"
+    assert _globbed_image(pattern, "v2") is None
 
 
 def test_score_rejects_volume_ids_that_do_not_match_the_labels(tmp_path, tiny_config):

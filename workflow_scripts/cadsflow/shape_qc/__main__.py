@@ -50,8 +50,14 @@ def main(argv=None) -> int:
     _common(gallery, torch_options=True)
     gallery.add_argument("--prior", required=True)
     gallery.add_argument("--scores", nargs="+", required=True, help="the group's score tables (all shards)")
-    gallery.add_argument("--labels", nargs="+", required=True, help="pseudo-label maps <volume_id>.nii.gz")
-    gallery.add_argument("--images", nargs="+", help="CT images, in the order of --labels")
+    where = gallery.add_mutually_exclusive_group(required=True)
+    where.add_argument("--labels", nargs="+", help="pseudo-label maps <volume_id>.nii.gz")
+    where.add_argument("--label-dir", help="folder of the group's pseudo-labels <volume_id>.nii.gz (only the shown "
+                                            "volumes are read)")
+    images = gallery.add_mutually_exclusive_group()
+    images.add_argument("--images", nargs="+", help="CT images, in the order of --labels")
+    images.add_argument("--image-glob", help="pattern of a volume's CT with {volume_id}, e.g. "
+                                             "'results/standardized/*/{volume_id}/image.nii.gz'")
     gallery.add_argument("--volume-ids", nargs="+", help="ids of --labels (default: from the file names)")
     gallery.add_argument("--n", type=int, help="how many volumes (default: the preset's gallery_volumes)")
     gallery.add_argument("--out", required=True, help="the PNG to write")
@@ -87,7 +93,7 @@ def _torch_setup(args, preset) -> str:
 
 
 def _ids(args) -> list[str] | None:
-    if args.volume_ids is not None and len(args.volume_ids) != len(args.labels):
+    if args.volume_ids is not None and args.labels is not None and len(args.volume_ids) != len(args.labels):
         raise SystemExit(f"--volume-ids names {len(args.volume_ids)} volumes, --labels {len(args.labels)}")
     return args.volume_ids
 
@@ -133,7 +139,7 @@ def _exclude(args) -> int:
 def _gallery(args) -> int:
     from pathlib import Path
 
-    from cadsflow.shape_qc.exclude import image_scores
+    from cadsflow.shape_qc.exclude import SCORED, image_scores
     from cadsflow.shape_qc.gallery import GalleryVolume, write_gallery
     from cadsflow.shape_qc.model import load_prior
     from cadsflow.shape_qc.score import read_scores
@@ -141,14 +147,33 @@ def _gallery(args) -> int:
 
     preset = _preset(args)
     device = _torch_setup(args, preset)
-    if args.images is not None and len(args.images) != len(args.labels):
-        raise SystemExit(f"--images names {len(args.images)} files, --labels {len(args.labels)}")
-    ids = _ids(args) or [volume_id_of(p) for p in args.labels]
-    images = args.images or [None] * len(args.labels)
-    volumes = [GalleryVolume(v, Path(p), Path(i) if i else None) for v, p, i in zip(ids, args.labels, images)]
     table = image_scores(read_scores(args.scores), preset.combine, preset.robust_z_floor_mm, preset.exclude_fraction)
-    write_gallery(load_prior(args.prior, device), table, volumes, args.out, preset, seed=args.seed, n=args.n)
+    if args.labels is not None:
+        if args.images is not None and len(args.images) != len(args.labels):
+            raise SystemExit(f"--images names {len(args.images)} files, --labels {len(args.labels)}")
+        ids = _ids(args) or [volume_id_of(p) for p in args.labels]
+        labels = dict(zip(ids, map(Path, args.labels)))
+        images = dict(zip(ids, map(Path, args.images))) if args.images else {}
+    else:
+        labels = {v: Path(args.label_dir) / f"{v}.nii.gz" for v in table["volume_id"]}
+        images = {}
+    n = preset.gallery_volumes if args.n is None else args.n
+    ranked = table[(table["state"] == SCORED) & table["volume_id"].isin(labels)].sort_values("rank")
+    shown = list(ranked["volume_id"].head(n))  # only these volumes' files are looked up and read
+    volumes = [GalleryVolume(v, labels[v], images.get(v) or _globbed_image(args.image_glob, v)) for v in shown]
+    write_gallery(load_prior(args.prior, device), table, volumes, args.out, preset, seed=args.seed, n=n)
     return 0
+
+
+def _globbed_image(pattern: str | None, volume_id: str):
+    """The one file matching the pattern for this volume, or None (the gallery then draws outlines on black)."""
+    import glob
+    from pathlib import Path
+
+    if not pattern:
+        return None
+    matches = sorted(glob.glob(pattern.replace("{volume_id}", glob.escape(volume_id))))
+    return Path(matches[0]) if len(matches) == 1 else None
 
 
 COMMANDS = {"train": _train, "score": _score, "exclude": _exclude, "gallery": _gallery}

@@ -7,6 +7,7 @@ each structure on its own scale, over the group's scored images (each structure'
   cut at 0 below (a structure reconstructed better than usual must not cancel a bad one), then the mean over the
   image's scored structures. The floor (``robust_z_floor_mm``, one voxel) keeps a structure whose HD90 barely
   varies from turning voxel-level jitter into large z-scores.
+- ``max_robust_z``: the same z-scores, the image's largest (only its worst structure counts).
 - ``mean_rank``: per structure, the percentile rank of the image's HD90 (average rank of ties / count), then the
   mean over the image's scored structures.
 Why the robust z is the default: the QC must catch an image whose one structure is grossly wrong (a shifted,
@@ -45,26 +46,26 @@ MAD_TO_SIGMA = 1.4826  # MAD of a normal distribution x 1.4826 = its standard de
 SCORED, FAILED_STATE, UNSCORED = "scored", "failed", "unscored"
 
 
+# name: (how each structure's column is normalised, how an image's normalised scores are reduced)
+COMBINE_METHODS = {
+    "mean_robust_z": ("robust_z", "mean"),
+    "max_robust_z": ("robust_z", "max"),
+    "mean_rank": ("rank", "mean"),
+}
+
+
 def structure_contributions(scores: pd.DataFrame, combine: str, floor_mm: float) -> pd.DataFrame:
     """Image x structure table of each structure's normalised score (NaN where the structure has none)."""
+    if combine not in COMBINE_METHODS:
+        raise ValueError(f"unknown combine method {combine!r}: expected one of {sorted(COMBINE_METHODS)}")
     scored = scores[scores["status"].isin(SCORED_STATUSES) & (scores["structure"] != WHOLE_VOLUME)]
     hd = scored.pivot_table(index="volume_id", columns="structure", values="hd90_mm", aggfunc="first")
-    if combine == "mean_robust_z":
-        median = hd.median(axis=0)
-        mad = (hd - median).abs().median(axis=0)
-        spread = np.maximum(MAD_TO_SIGMA * mad, floor_mm)
-        return ((hd - median) / spread).clip(lower=0.0)
-    if combine == "mean_rank":
+    if COMBINE_METHODS[combine][0] == "rank":
         return hd.rank(axis=0, method="average") / hd.count(axis=0)
-    if combine == "max_robust_z":
-        median = hd.median(axis=0)
-        mad = (hd - median).abs().median(axis=0)
-        spread = np.maximum(MAD_TO_SIGMA * mad, floor_mm)
-        return ((hd - median) / spread).clip(lower=0.0)
-    raise ValueError(f"unknown combine method {combine!r}: expected one of {COMBINE_METHODS}")
-
-
-COMBINE_METHODS = ("mean_robust_z", "mean_rank", "max_robust_z")
+    median = hd.median(axis=0)
+    mad = (hd - median).abs().median(axis=0)
+    spread = np.maximum(MAD_TO_SIGMA * mad, floor_mm)
+    return ((hd - median) / spread).clip(lower=0.0)
 
 
 def image_scores(scores: pd.DataFrame, combine: str = "mean_robust_z", floor_mm: float = 1.5,
@@ -75,19 +76,24 @@ def image_scores(scores: pd.DataFrame, combine: str = "mean_robust_z", floor_mm:
     volumes = list(dict.fromkeys(scores["volume_id"]))
     failed = _whole_volume_reasons(scores, FAILED)
     unscored = _whole_volume_reasons(scores, ABSENT)
+    records = {(v, s): (hd, status) for v, s, hd, status in
+               zip(scores["volume_id"], scores["structure"], scores["hd90_mm"], scores["status"])}
+    counted = contributions.notna().sum(axis=1)
+    contributions = contributions[counted > 0]
+    reduced = contributions.max(axis=1) if COMBINE_METHODS[combine][1] == "max" else contributions.mean(axis=1)
+    summary = {v: (float(r), str(w), int(c)) for v, r, w, c in zip(
+        contributions.index, reduced, contributions.fillna(-np.inf).idxmax(axis=1), counted[counted > 0])}
     rows = []
     for volume_id in volumes:
         row = {"volume_id": volume_id, "image_score": np.nan, "state": UNSCORED, "worst_structure": "",
                "worst_hd90_mm": np.nan, "worst_status": "", "n_scored": 0, "reason": ""}
         if volume_id in failed:
             row.update(image_score=math.inf, state=FAILED_STATE, reason=f"scoring failed: {failed[volume_id]}")
-        elif volume_id in contributions.index and contributions.loc[volume_id].notna().any():
-            values = contributions.loc[volume_id].dropna()
-            worst = str(values.idxmax())
-            record = _structure_record(scores, volume_id, worst)
-            row.update(image_score=float(values.max() if combine.startswith("max") else values.mean()), state=SCORED, worst_structure=worst,
-                       worst_hd90_mm=float(record["hd90_mm"]), worst_status=str(record["status"]),
-                       n_scored=int(len(values)))
+        elif volume_id in summary:
+            score, worst, count = summary[volume_id]
+            worst_hd, worst_status = records[(volume_id, worst)]
+            row.update(image_score=score, state=SCORED, worst_structure=worst, worst_hd90_mm=float(worst_hd),
+                       worst_status=str(worst_status), n_scored=count)
         else:
             row["reason"] = unscored.get(volume_id, "no structure with a score")
         rows.append(row)
@@ -134,11 +140,6 @@ def _whole_volume_reasons(scores: pd.DataFrame, status: str) -> dict[str, str]:
     return dict(zip(whole["volume_id"], whole["reason"]))
 
 
-def _structure_record(scores: pd.DataFrame, volume_id: str, structure: str) -> pd.Series:
-    match = scores[(scores["volume_id"] == volume_id) & (scores["structure"] == structure)]
-    return match.iloc[0]
-
-
 def _ranked(table: pd.DataFrame, fraction: float, combine: str) -> pd.DataFrame:
     """Rank images worst first (failed, then by score; ties by id), mark the quota, write the reasons."""
     if table.empty:
@@ -154,10 +155,11 @@ def _ranked(table: pd.DataFrame, fraction: float, combine: str) -> pd.DataFrame:
     table["excluded"] = table["rank"].notna() & (table["rank"] <= cut)
     table["excluded"] = table["excluded"].astype(bool)
     n_total = len(table)
-    for index in table.index[table["excluded"] & (table["state"] == SCORED)]:
-        row = table.loc[index]
-        table.loc[index, "reason"] = (
-            f"image score {row['image_score']:.3f} ({combine}) ranks {int(row['rank'])} of {n_total}, in the worst "
-            f"{fraction:.0%}; worst structure {row['worst_structure']} (hd90 {row['worst_hd90_mm']:.1f} mm, "
-            f"{row['worst_status']})")
+    chosen = table["excluded"] & (table["state"] == SCORED)
+    table.loc[chosen, "reason"] = [
+        f"image score {score:.3f} ({combine}) ranks {int(rank)} of {n_total}, in the worst {fraction:.0%}; worst "
+        f"structure {structure} (hd90 {hd:.1f} mm, {status})"
+        for score, rank, structure, hd, status in table.loc[chosen, ["image_score", "rank", "worst_structure",
+                                                                     "worst_hd90_mm", "worst_status"]].itertuples(
+            index=False)]
     return table[list(IMAGE_COLUMNS)]

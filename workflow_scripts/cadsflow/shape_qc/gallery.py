@@ -103,8 +103,8 @@ def _draw_volume(axes, prior: ShapePrior, volume: GalleryVolume, record, preset:
         ax.set_xticks([])
         ax.set_yticks([])
     axes[0].set_ylabel(f"{volume.volume_id}\nrank {int(record['rank'])}", fontsize=8)
-    axes[1].set_title(f"{structure}: hd90 {record['worst_hd90_mm']:.1f} mm ({record['worst_status']}); "
-                      f"red pseudo-label, cyan reconstruction", fontsize=8)
+    axes[1].set_title(f"{structure}: hd90 {record['worst_hd90_mm']:.1f} mm ({record['worst_status']})\n"
+                      f"red pseudo-label, cyan reconstruction; coronal {centre[1]}", fontsize=8)
 
 
 def _outline(ax, mask: np.ndarray, extent, colour: str) -> None:
