@@ -6,7 +6,7 @@ written into outputs agree): once uninterrupted (the reference), and once where 
 process group (snakemake and every job it started) is killed with SIGKILL at three points, in DAG order:
 
 - batch: while a standardize or gt_batch job is writing its batch (some but not all of its volume folders exist);
-- train: inside a train_specialist job, a random delay after its log says nnU-Net started epoch 0;
+- train: inside a train_specialist job, a random delay (0.2-3 s) after nnU-Net logged that epoch 0 began;
 - pseudolabel: inside a pseudolabel_shard job, after a random number of its volumes were predicted.
 
 After each kill it lists what the kill left (Snakemake's lock, temporary files of interrupted atomic writes, shard
@@ -68,7 +68,9 @@ KILL_RULES = {
 # unbuffered into its own training log in the model folder (the job's log gets it from a buffered stdout)
 TRAINING_STARTED = "Epoch 0"
 NNUNET_TRAINING_LOGS = "results/specialists/models/Dataset{group}_*/*/fold_*/training_log_*.txt"
-TRAIN_KILL_DELAY_S = (1.0, 20.0)  # uniform random delay after TRAINING_STARTED (smoke epochs take ~1-2 min here)
+# uniform random delay after TRAINING_STARTED: the smoke preset's 2 epochs x 5 iterations took 7 s in all here
+# (load average 8 on 2 cores); a longer delay misses every training
+TRAIN_KILL_DELAY_S = (0.2, 3.0)
 # cadsflow.pseudolabel.infer logs one such line per predicted volume
 PREDICTED = re.compile(r"volume \S+: group \d+ predicted in ")
 KEPT = "kept from the interrupted run"
