@@ -37,6 +37,7 @@ from __future__ import annotations
 import argparse
 import csv
 import gzip
+import json
 import os
 import random
 import re
@@ -92,6 +93,19 @@ STAGES = [
     ("results/evaluation/", "evaluation", "scores"),
     ("results/", "other", "bytes"),
 ]
+# Files whose bytes may differ while their content is the same: (name ending, why, content reader); the readers
+# are defined below. nnU-Net's blosc2 frames differ at byte 235 for equal arrays; the stage markers record the
+# job's seconds.
+TIMING_KEYS = ("seconds",)
+SAME_CONTENT = [
+    (".b2nd", "blosc2 array equal, frame header differs", lambda p: _b2nd_array(p)),
+    (".planned", "marker equal but for its seconds", lambda p: _json_without_timing(p)),
+    (".done", "marker equal but for its seconds", lambda p: _json_without_timing(p)),
+    (".gz", "gzip payload equal", lambda p: gzip.decompress(p.read_bytes())),
+]
+# Evaluation tables: columns that say how a row came out (not which row it is), and the scores compared
+OUTCOME_COLUMNS = ("status", "reason")
+SCORE_COLUMNS = ("dice", "nsd", "mean_dice", "mean_nsd")
 # File names that differ between two identical runs by design
 NAME_NORMALIZATION = [(re.compile(r"training_log_[\d_]+\.txt$"), "training_log_<time>.txt")]
 # atomic_path/atomic_dir (cadsflow.atomic) write ".<name>.<8 random chars>[suffix]" beside the final name
@@ -439,9 +453,16 @@ def compare_trees(ref_root: Path, new_root: Path) -> None:
 
 
 def compare_bytes(refs: list[Path], news: list[Path], keys: list[str]) -> tuple[str, list[str]]:
+    """Byte identity; where bytes differ, whether the content is the same (see SAME_CONTENT) or what differs."""
     differ = [(k, a, b) for k, a, b in zip(keys, refs, news) if a.read_bytes() != b.read_bytes()]
-    details = [f"differs: {k} ({_difference(a, b)})" for k, a, b in differ[:8]]
-    return f"byte-identical {len(keys) - len(differ)}/{len(keys)}", details
+    same_content = Counter(why for k, a, b in differ if (why := _same_content(a, b)))
+    changed = [(k, a, b) for k, a, b in differ if not _same_content(a, b)]
+    details = [f"differs: {k} ({_difference(a, b)})" for k, a, b in changed[:8]]
+    details += [f"... and {len(changed) - 8} more" for _ in [0] if len(changed) > 8]
+    summary = f"byte-identical {len(keys) - len(differ)}/{len(keys)}"
+    if same_content:
+        summary += "; same content " + ", ".join(f"{n} ({why})" for why, n in same_content.items())
+    return summary + f"; content differs {len(changed)}", details
 
 
 def compare_models(refs: list[Path], news: list[Path], keys: list[str]) -> tuple[str, list[str]]:
@@ -492,20 +513,24 @@ def compare_labels(refs: list[Path], news: list[Path], keys: list[str]) -> tuple
 
 
 def compare_scores(refs: list[Path], news: list[Path], keys: list[str]) -> tuple[str, list[str]]:
-    details, tables, same_rows, largest = [], 0, 0, 0.0
+    """Per table: the same rows (keyed by the identifying columns), and how far the score columns moved."""
+    details, tables, same_rows = [], 0, 0
     for key, a, b in zip(keys, refs, news):
         if not key.endswith(".tsv"):
             continue
         tables += 1
-        ta, tb = _numeric_table(a), _numeric_table(b)
+        ta, tb = _score_table(a), _score_table(b)
         same_rows += ta.keys() == tb.keys()
-        diffs = [abs(x - y) for k in ta.keys() & tb.keys() for x, y in zip(ta[k], tb[k])
-                 if np.isfinite(x) and np.isfinite(y)]
-        if diffs and max(diffs) > 0:
-            details.append(f"{key}: largest difference {max(diffs):.4g}, mean {np.mean(diffs):.4g}")
-            largest = max(largest, max(diffs))
-    return (f"tables with the same rows {same_rows}/{tables}, largest value difference {largest:.4g} "
-            f"(figures not compared)"), details[:8]
+        shared = ta.keys() & tb.keys()
+        moved = []
+        for column in SCORE_COLUMNS:
+            diffs = [abs(ta[k][column] - tb[k][column]) for k in shared if column in ta[k] and column in tb[k]
+                     and np.isfinite(ta[k][column]) and np.isfinite(tb[k][column])]
+            if diffs:
+                moved.append(f"{column} max |diff| {max(diffs):.3f}, mean {np.mean(diffs):.3f}")
+        details.append(f"{key}: rows {len(ta)} vs {len(tb)}, {len(shared)} shared" +
+                       (f"; {'; '.join(moved)}" if moved else ""))
+    return f"tables with the same rows {same_rows}/{tables} (figures not compared)", details
 
 
 COMPARE = {"bytes": compare_bytes, "model": compare_models, "labels": compare_labels, "scores": compare_scores}
@@ -593,6 +618,11 @@ def _stages_present(ref: dict, new: dict) -> list[tuple[str, str, str]]:
 
 
 def _difference(a: Path, b: Path) -> str:
+    if a.name.endswith(".b2nd"):
+        va, vb = _b2nd_array(a), _b2nd_array(b)
+        if va.shape != vb.shape:
+            return f"arrays of shapes {va.shape} vs {vb.shape}"
+        return f"array values differ {(va != vb).mean():.3%}, max |diff| {np.abs(va.astype(float) - vb).max():.4g}"
     if a.name.endswith(".gz"):
         da, db = gzip.decompress(a.read_bytes()), gzip.decompress(b.read_bytes())
         if da == db:
@@ -618,18 +648,47 @@ def _statuses(report: Path) -> list[tuple[str, ...]]:
         return [(r.get("group", ""), r["volume_id"], r["status"]) for r in csv.DictReader(handle, delimiter="\t")]
 
 
-def _numeric_table(path: Path) -> dict[tuple, list[float]]:
-    """Rows keyed by their non-numeric cells, values the numeric cells (a TSV with a header)."""
-    rows: dict[tuple, list[float]] = {}
-    for line in path.read_text().splitlines()[1:]:
-        key, values = [], []
-        for cell in line.split("\t"):
-            try:
-                values.append(float(cell))
-            except ValueError:
-                key.append(cell)
-        rows[tuple(key)] = values
+def _score_table(path: Path) -> dict[tuple, dict[str, float]]:
+    """A TSV's rows keyed by their identifying text cells (not the outcome columns of OUTCOME_COLUMNS), values
+    the cells that are numbers, by column."""
+    with open(path, newline="") as handle:
+        rows: dict[tuple, dict[str, float]] = {}
+        for row in csv.DictReader(handle, delimiter="\t"):
+            key, values = [], {}
+            for column, cell in row.items():
+                try:
+                    values[column] = float(cell)
+                except (TypeError, ValueError):
+                    if column not in OUTCOME_COLUMNS:
+                        key.append(cell)
+            rows[tuple(key)] = values
     return rows
+
+
+def _same_content(a: Path, b: Path) -> str | None:
+    """Why two files whose bytes differ hold the same content, or None."""
+    for suffix, why, read in SAME_CONTENT:
+        if a.name.endswith(suffix):
+            try:
+                return why if _equal(read(a), read(b)) else None
+            except Exception:  # unreadable: let _difference say what differs
+                return None
+    return None
+
+
+def _equal(x, y) -> bool:
+    return bool(np.array_equal(x, y)) if isinstance(x, np.ndarray) else x == y
+
+
+def _b2nd_array(path: Path) -> np.ndarray:
+    import blosc2  # nnU-Net's preprocessed format
+
+    return blosc2.open(str(path), mode="r")[:]
+
+
+def _json_without_timing(path: Path) -> dict:
+    data = json.loads(path.read_text())
+    return {k: v for k, v in data.items() if k not in TIMING_KEYS}
 
 
 def _training_started(workdir: Path, job: Job, since: float) -> bool:
