@@ -26,6 +26,7 @@ localrules:
     pseudolabel_status,
     gt_phantom_atlas,
     demo_cohort,
+    shape_qc_exclude,
 
 
 include: "rules/common.smk"
@@ -40,6 +41,7 @@ include: "rules/standardize.smk"
 include: "rules/gt.smk"
 include: "rules/specialists.smk"
 include: "rules/pseudolabel.smk"
+include: "rules/shape_qc.smk"
 include: "rules/anonymize.smk"
 include: "rules/evaluate.smk"
 
@@ -52,4 +54,5 @@ rule all:
         GT_DATASET_TARGETS,
         GT_ANONYMIZE_TARGETS,
         "results/pseudolabels/status.tsv",
+        SQ_TARGETS,
         EV_REPORT_FILES.values(),

@@ -132,3 +132,19 @@ def _neck_floor(demo, volume_id):
 
 def _has_neck(demo, volume_id):
     return _neck_floor(demo, volume_id) is not None
+
+
+def test_shape_qc_scores_every_pseudolabelled_volume_and_excludes_the_worst_tenth_per_group(demo):
+    rows = _tsv(demo / "results/pseudolabels/status.tsv")
+    for group in range(551, 560):
+        folder = demo / f"results/shape_qc/{group}"
+        ok = {r["volume_id"] for r in rows if r["group"] == str(group) and r["status"] == "ok"}
+        scores = _tsv(folder / "scores.tsv")
+        assert {r["volume_id"] for r in scores} == ok, group  # every pseudo-label scored, nothing else
+        assert set(scores[0]) >= {"volume_id", "structure", "hd90_mm", "status"}
+        images = _tsv(folder / "images.tsv")
+        excluded = _tsv(folder / "excluded.tsv")
+        assert {r["volume_id"] for r in excluded} <= ok
+        # round(10% x images), halves up (cadsflow.shape_qc.exclude.exclusion_count); failed maps always go
+        assert len(excluded) >= int(len(images) * 0.10 + 0.5), group
+        assert (folder / "gallery.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

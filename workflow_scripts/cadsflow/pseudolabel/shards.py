@@ -35,3 +35,14 @@ class Shards:
             return self._index[volume_id] // self.size
         except KeyError:
             raise KeyError(f"volume {volume_id!r} is not in the sheet") from None
+
+
+def ok_volumes(report_path) -> list[str]:
+    """The volumes a shard report (TSV: volume_id, status, reason) says were pseudo-labelled ("ok"), in its order.
+
+    Read without the inference code (no torch), so a CPU stage can follow the shards.
+    """
+    import csv
+
+    with open(report_path, newline="") as handle:
+        return [row["volume_id"] for row in csv.DictReader(handle, delimiter="\t") if row["status"] == "ok"]

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from pathlib import Path
 
 from cadsflow.logs import to_log_if
 
@@ -30,12 +31,18 @@ def main(argv=None) -> int:
     train.add_argument("--labels", nargs="+", required=True, help="fully annotated ground-truth group label maps")
     train.add_argument("--volume-ids", nargs="+", help="ids of --labels (default: from the file names)")
     train.add_argument("--out", required=True, help="the prior file to write (.pt)")
+    train.add_argument("--skip-missing", action="store_true",
+                       help="leave out maps that do not exist (a quarantined training volume has none), logged")
 
     score = sub.add_parser("score", help="score pseudo-labels (one row per volume and structure)")
     _common(score, torch_options=True)
     score.add_argument("--prior", required=True)
-    score.add_argument("--labels", nargs="+", required=True, help="pseudo-label maps <volume_id>.nii.gz")
+    which = score.add_mutually_exclusive_group(required=True)
+    which.add_argument("--labels", nargs="+", help="pseudo-label maps <volume_id>.nii.gz")
+    which.add_argument("--shard-report", help="a pseudo-label shard report: score its volumes whose status is ok "
+                                              "(their maps in --label-dir); the others are not pseudo-labelled")
     score.add_argument("--volume-ids", nargs="+", help="ids of --labels (default: from the file names)")
+    score.add_argument("--label-dir", help="with --shard-report: the folder of the group's maps <volume_id>.nii.gz")
     score.add_argument("--out", required=True, help="score table to write (TSV)")
 
     exclude = sub.add_parser("exclude", help="per-image scores and the worst fraction of a group's images")
@@ -100,12 +107,22 @@ def _ids(args) -> list[str] | None:
 
 def _train(args) -> int:
     from cadsflow.shape_qc.model import save_prior
-    from cadsflow.shape_qc.train import train_prior_from_files
+    from cadsflow.shape_qc.train import train_prior_from_files, volume_id_of
 
     preset = _preset(args)
     ids = _ids(args)
+    labels = list(args.labels)
+    if args.skip_missing:
+        ids = ids or [volume_id_of(p) for p in labels]
+        present = [(v, p) for v, p in zip(ids, labels) if Path(p).is_file()]
+        for v, p in zip(ids, labels):
+            if not Path(p).is_file():
+                logging.getLogger("cadsflow.shape_qc").info("%s: no ground-truth map %s (quarantined?); left out", v, p)
+        if not present:
+            raise SystemExit(f"group {args.group}: none of the {len(labels)} ground-truth maps exists")
+        ids, labels = [v for v, _ in present], [p for _, p in present]
     device = _torch_setup(args, preset)
-    prior, stats = train_prior_from_files(args.labels, args.group, preset, seed=args.seed, device=device,
+    prior, stats = train_prior_from_files(labels, args.group, preset, seed=args.seed, device=device,
                                           volume_ids=ids, preset_name=args.preset)
     save_prior(prior, args.out)
     logging.getLogger("cadsflow.shape_qc").info(
@@ -119,10 +136,18 @@ def _score(args) -> int:
     from cadsflow.shape_qc.score import score_files
 
     preset = _preset(args)
-    ids = _ids(args)
+    if args.shard_report:
+        if not args.label_dir:
+            raise SystemExit("--shard-report needs --label-dir")
+        from cadsflow.pseudolabel.shards import ok_volumes
+
+        ids = ok_volumes(args.shard_report)
+        labels = [str(Path(args.label_dir) / f"{v}.nii.gz") for v in ids]
+    else:
+        ids, labels = _ids(args), args.labels
     device = _torch_setup(args, preset)
     prior = load_prior(args.prior, device)
-    score_files(prior, args.labels, preset, seed=args.seed, out=args.out, volume_ids=ids)
+    score_files(prior, labels, preset, seed=args.seed, out=args.out, volume_ids=ids)
     return 0
 
 
@@ -137,8 +162,6 @@ def _exclude(args) -> int:
 
 
 def _gallery(args) -> int:
-    from pathlib import Path
-
     from cadsflow.shape_qc.exclude import SCORED, image_scores
     from cadsflow.shape_qc.gallery import GalleryVolume, write_gallery
     from cadsflow.shape_qc.model import load_prior
