@@ -96,7 +96,8 @@ rule shape_qc_exclude:
 
 
 rule shape_qc_gallery:
-    """The group's worst-scored volumes: CT, pseudo-label and reconstruction outlines through the worst structure."""
+    """The group's worst-scored volumes: CT, pseudo-label and reconstruction outlines through the worst structure
+    (a CPU job: a handful of reconstructions)."""
     input:
         prior=f"{SQ_DIR}/{{group}}/prior.pt",
         tables=lambda wc: [sq_shard_table(wc.group, k) for k in pl_shards()],
@@ -126,4 +127,4 @@ rule shape_qc_gallery:
     shell:
         "python -m cadsflow.shape_qc gallery --prior {input.prior:q} --scores {input.tables:q}"
         " --label-dir {params.label_dir:q} --image-glob {params.image_glob:q} --out {output.gallery:q}"
-        " {params.args} --threads {threads} --log {log:q} 2>> {log:q}"
+        " {params.args} --device cpu --threads {threads} --log {log:q} 2>> {log:q}"

@@ -26,7 +26,8 @@ PAPER_SOURCE_NAMES = {  # demo source -> the paper's source of the same role (co
     "demo_hanseg": "han_seg",
     "demo_saros": "saros",
 }
-GPU_RULES = {"train_specialist", "pseudolabel_shard"}
+GPU_RULES = {"train_specialist", "pseudolabel_shard"}  # the specialists' preset (config/presets.yaml)
+SHAPE_QC_GPU_RULES = {"shape_qc_train", "shape_qc_score"}  # the shape prior's paper preset (config/shape_qc.yaml)
 GPU_KEYS = {"gpu", "gpu_model", "gres"}
 GROUPS = [str(g) for g in range(551, 560)]
 DRY_RUN_CORES = 64  # above every rule's threads, so the printed threads are the rules' own, not capped
@@ -98,9 +99,16 @@ def test_gpu_rules_ask_for_the_paper_presets_gpu_cores_and_memory(paper_jobs, ru
     assert all("gpu_model" not in j["resources"] for j in jobs)  # paper preset: gpu_model null, the site names it
 
 
+def test_shape_prior_training_and_scoring_ask_for_one_gpu_under_the_paper_preset(paper_jobs):
+    jobs = [j for j in paper_jobs if j["rule"] in SHAPE_QC_GPU_RULES]
+    assert {j["rule"] for j in jobs} == SHAPE_QC_GPU_RULES
+    assert {j["resources"].get("gpu") for j in jobs} == {"1"}
+
+
 def test_no_cpu_rule_of_the_paper_preset_asks_for_a_gpu(paper_jobs):
-    cpu_jobs = [j for j in paper_jobs if j["rule"] not in GPU_RULES]
-    assert {"standardize", "gt_batch", "gt_group_dataset", "plan_specialist", "pseudolabel_status"} <= {
+    cpu_jobs = [j for j in paper_jobs if j["rule"] not in GPU_RULES | SHAPE_QC_GPU_RULES]
+    assert {"standardize", "gt_batch", "gt_group_dataset", "plan_specialist", "pseudolabel_status",
+            "shape_qc_exclude", "shape_qc_gallery"} <= {
         j["rule"] for j in cpu_jobs}
     assert [(j["rule"], k) for j in cpu_jobs for k in j["resources"] if k in GPU_KEYS] == []
 

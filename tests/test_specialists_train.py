@@ -59,7 +59,7 @@ def test_a_failing_nnunet_training_names_the_group_the_step_and_the_log(tmp_path
     planned = tmp_path / "551.planned"  # planned, but its preprocessed dataset was deleted since
     planned.write_text(json.dumps({"dataset": "Dataset551_Gone", "plans": "nnUNetPlansCadsSmoke"}))
     log = tmp_path / "train.log"
-    with pytest.raises(TrainingError, match=r"group 551: nnU-Net train failed: .*; see .*train\.log"):
+    with pytest.raises(TrainingError, match=r"(?s)group 551: nnU-Net train failed: .*; see .*train\.log"):
         train_specialist(551, planned, load_preset("smoke"), folders, tmp_path / "551.done", log)
     assert not (tmp_path / "551.done").exists()  # no marker: Snakemake sees the job failed
     assert "### group 551: train (nnU-Net in this process)" in log.read_text()
