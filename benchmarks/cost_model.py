@@ -62,6 +62,10 @@ def main(argv=None) -> int:
                         help="hours per 1,000-epoch training measured on your GPU (default: the paper's 83-161 h)")
     parser.add_argument("--gpu-seconds-per-prediction", type=float, default=30.0,
                         help="ASSUMED GPU seconds per volume and group at 1.5 mm, tile step 0.5 (paper gives none)")
+    parser.add_argument("--shape-prior-train-hours", type=float, default=24.0,
+                        help="ASSUMED GPU hours to train one group's shape prior (paper gives none)")
+    parser.add_argument("--gpu-seconds-per-shape-score", type=float, default=20.0,
+                        help="ASSUMED GPU seconds to reconstruct and score one pseudo-label (1,200 latent steps)")
     args = parser.parse_args(argv)
 
     counts = dry_run_counts(args.volumes)
@@ -148,6 +152,14 @@ def build_stages(counts: dict[str, int], demo: dict[str, float], scale: float, a
         stages.append(Stage("pseudolabel_shard", "gpu",
                             f"assumed: {args.gpu_seconds_per_prediction:.0f} GPU-s per volume and group",
                             args.gpu_seconds_per_prediction * predictions / jobs / 3600, jobs))
+    if counts.get("shape_qc_train"):
+        stages.append(Stage("shape_qc_train", "gpu", f"assumed: {args.shape_prior_train_hours:.0f} GPU-h per prior",
+                            args.shape_prior_train_hours, counts["shape_qc_train"]))
+    if counts.get("shape_qc_score"):
+        jobs = counts["shape_qc_score"]
+        stages.append(Stage("shape_qc_score", "gpu",
+                            f"assumed: {args.gpu_seconds_per_shape_score:.0f} GPU-s per pseudo-label",
+                            args.gpu_seconds_per_shape_score * 9 * n / jobs / 3600, jobs))
     return stages
 
 
