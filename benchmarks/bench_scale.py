@@ -113,8 +113,9 @@ def parse_counts(text: str) -> dict[str, int]:
 def local_rules() -> set[str]:
     found = set()
     for smk in [REPO / "Snakefile", *sorted((REPO / "rules").glob("*.smk"))]:
-        for m in re.finditer(r"^localrules:\s*(.+)$", smk.read_text(), re.M):
-            found |= {r.strip() for r in m.group(1).split(",") if r.strip()}
+        # one line (localrules: a, b) or snakefmt's block (localrules:\n    a,\n    b,)
+        for m in re.finditer(r"^localrules:[ \t]*((?:.*\n)(?:[ \t]+\S.*\n)*)", smk.read_text(), re.M):
+            found |= {r.strip() for r in m.group(1).replace("\n", ",").split(",") if r.strip()}
     return found | {"all"}
 
 

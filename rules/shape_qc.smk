@@ -1,7 +1,7 @@
 # Stage: shape_qc (Online Methods 2.2). Per group, an implicit shape prior (auto-decoder) learns the group's
 # ground-truth label maps; every pseudo-label is reconstructed by it and scored per structure with HD90 between the
 # pseudo-label and its reconstruction; the worst `exclude_fraction` of a group's images leave the Shape flavor.
-# One training job per group, scoring per group x pseudo-label shard (the shard's volumes whose pseudo-label is ok),
+# One training job per group, scoring per group and a few pseudo-label shards (the volumes whose pseudo-label is ok),
 # one exclusion and one gallery job per group. Sizes and step counts are presets (config/shape_qc.yaml).
 
 
@@ -36,29 +36,31 @@ rule shape_qc_train:
 
 
 rule shape_qc_score:
-    """Reconstruct each pseudo-label of a shard with the group's prior; HD90 per structure (one table per shard)."""
+    """Reconstruct each pseudo-label of some shards with the group's prior; HD90 per structure (one table per job)."""
     input:
         prior=f"{SQ_DIR}/{{group}}/prior.pt",
-        report=lambda wc: pl_shard_report(wc.group, wc.shard),
+        reports=lambda wc: [
+            pl_shard_report(wc.group, k) for k in sq_part_shards(wc.part)
+        ],
     output:
-        table=f"{SQ_DIR}/{{group}}/shard_{{shard}}.tsv",
+        table=f"{SQ_DIR}/{{group}}/part_{{part}}.tsv",
     log:
-        "logs/shape_qc/{group}/shard_{shard}.log",
+        "logs/shape_qc/{group}/part_{part}.log",
     benchmark:
-        "benchmarks/shape_qc/{group}/shard_{shard}.tsv"
+        "benchmarks/shape_qc/{group}/part_{part}.tsv"
     wildcard_constraints:
         group=r"55[1-9]",
-        shard=r"\d+",
+        part=r"\d+",
     conda:
         "../envs/nnunet.yaml"
     threads: SQ_PRESET.threads
     resources:
-        **sq_resources(10 + PL_SHARDS.size),
+        **sq_resources(10 + PL_SHARDS.size * SQ_SHARDS_PER_JOB),
     params:
         label_dir=lambda wc: f"{PL_DIR}/{wc.group}",
         args=SQ_TORCH_ARGS,
     shell:
-        "python -m cadsflow.shape_qc score --prior {input.prior:q} --shard-report {input.report:q}"
+        "python -m cadsflow.shape_qc score --prior {input.prior:q} --shard-report {input.reports:q}"
         " --label-dir {params.label_dir:q} --out {output.table:q} {params.args} --threads {threads}"
         " --log {log:q} 2>> {log:q}"
 
@@ -66,7 +68,7 @@ rule shape_qc_score:
 rule shape_qc_exclude:
     """Per image a score from its structures' HD90 (robust z per structure, mean); exclude the worst fraction."""
     input:
-        tables=lambda wc: [sq_shard_table(wc.group, k) for k in pl_shards()],
+        tables=lambda wc: [sq_shard_table(wc.group, part) for part in SQ_PARTS],
     output:
         excluded=f"{SQ_DIR}/{{group}}/excluded.tsv",
         scores=f"{SQ_DIR}/{{group}}/scores.tsv",
@@ -100,7 +102,7 @@ rule shape_qc_gallery:
     (a CPU job: a handful of reconstructions)."""
     input:
         prior=f"{SQ_DIR}/{{group}}/prior.pt",
-        tables=lambda wc: [sq_shard_table(wc.group, k) for k in pl_shards()],
+        tables=lambda wc: [sq_shard_table(wc.group, part) for part in SQ_PARTS],
     output:
         gallery=report(
             f"{SQ_DIR}/{{group}}/gallery.png",

@@ -10,7 +10,9 @@ SQ_CONFIG = project_path(SQ["config"])
 SQ_PRESET = load_shape_qc_preset(SQ_PRESET_NAME, SQ_CONFIG)
 SQ_DIR = "results/shape_qc"
 SQ_ARGS = f"--preset {SQ_PRESET_NAME} --config {shlex.quote(str(SQ_CONFIG))}"
-SQ_TORCH_ARGS = f"{SQ_ARGS} --seed {SQ['seed']}"  # the steps that sample points and fit codes
+SQ_TORCH_ARGS = (
+    f"{SQ_ARGS} --seed {SQ['seed']}"  # the steps that sample points and fit codes
+)
 
 
 def sq_training_ids(group):
@@ -30,8 +32,20 @@ def sq_training_batches(wc):
     return sorted({f"results/gt/{BATCH_OF[v]}" for v in sq_training_ids(wc.group)})
 
 
-def sq_shard_table(group, k):
-    return f"{SQ_DIR}/{group}/shard_{k}.tsv"
+# One scoring job reads several pseudo-label shards: 22,022 volumes make 9 x 111 pseudo-label shards but only
+# 9 x ceil(111 / shards_per_job) scoring jobs (a reconstruction costs less than a prediction).
+SQ_SHARDS_PER_JOB = SQ["shards_per_job"]
+SQ_PARTS = list(range(-(-len(pl_shards()) // SQ_SHARDS_PER_JOB)))
+
+
+def sq_part_shards(part):
+    """The pseudo-label shard indices one scoring job covers."""
+    k = int(part) * SQ_SHARDS_PER_JOB
+    return pl_shards()[k : k + SQ_SHARDS_PER_JOB]
+
+
+def sq_shard_table(group, part):
+    return f"{SQ_DIR}/{group}/part_{part}.tsv"
 
 
 def sq_resources(runtime_min):

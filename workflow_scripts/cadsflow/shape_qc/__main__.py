@@ -39,8 +39,8 @@ def main(argv=None) -> int:
     score.add_argument("--prior", required=True)
     which = score.add_mutually_exclusive_group(required=True)
     which.add_argument("--labels", nargs="+", help="pseudo-label maps <volume_id>.nii.gz")
-    which.add_argument("--shard-report", help="a pseudo-label shard report: score its volumes whose status is ok "
-                                              "(their maps in --label-dir); the others are not pseudo-labelled")
+    which.add_argument("--shard-report", nargs="+", help="pseudo-label shard reports: score their volumes whose "
+                       "status is ok (their maps in --label-dir); the others are not pseudo-labelled")
     score.add_argument("--volume-ids", nargs="+", help="ids of --labels (default: from the file names)")
     score.add_argument("--label-dir", help="with --shard-report: the folder of the group's maps <volume_id>.nii.gz")
     score.add_argument("--out", required=True, help="score table to write (TSV)")
@@ -141,7 +141,7 @@ def _score(args) -> int:
             raise SystemExit("--shard-report needs --label-dir")
         from cadsflow.pseudolabel.shards import ok_volumes
 
-        ids = ok_volumes(args.shard_report)
+        ids = [v for report in args.shard_report for v in ok_volumes(report)]
         labels = [str(Path(args.label_dir) / f"{v}.nii.gz") for v in ids]
     else:
         ids, labels = _ids(args), args.labels
