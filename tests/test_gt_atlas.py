@@ -58,3 +58,13 @@ def test_warped_labels_hold_exactly_the_atlas_label_values(registered):
 def test_a_blending_interpolator_for_labels_is_refused():
     with pytest.raises(AtlasError, match="linear"):
         RegistrationSettings(interpolator="linear")
+
+
+def test_a_registration_that_cannot_match_the_ct_is_retried_then_refused_naming_the_volume():
+    """A CT unlike any head (noise): the warped atlas cannot correlate >= 0.9 with it, so after the second seed the
+    volume is refused with the correlation, never given brain labels."""
+    atlas = make_phantom_atlas((24, 24, 24), 8.0, seed=0)
+    noise = np.random.default_rng(3).normal(0.0, 300.0, (24, 24, 24)).astype(np.float32)
+    with pytest.raises(AtlasError, match=r"vol_x: atlas registration did not converge \(warped atlas vs\. CT "
+                                         r"correlation -?0\.\d+ < 0\.9 after 2 attempts\)"):
+        register_atlas_labels(noise, atlas.affine, atlas, RegistrationSettings(random_seed=7), where="vol_x")
