@@ -44,6 +44,7 @@ include: "rules/pseudolabel.smk"
 include: "rules/shape_qc.smk"
 include: "rules/anonymize.smk"
 include: "rules/evaluate.smk"
+include: "rules/predict.smk"
 
 
 rule all:
@@ -55,4 +56,5 @@ rule all:
         GT_ANONYMIZE_TARGETS,
         "results/pseudolabels/status.tsv",
         SQ_TARGETS,
+        PREDICT_TARGETS,
         EV_REPORT_FILES.values(),

@@ -148,3 +148,26 @@ def test_shape_qc_scores_every_pseudolabelled_volume_and_excludes_the_worst_tent
         # round(10% x images), halves up (cadsflow.shape_qc.exclude.exclusion_count); failed maps always go
         assert len(excluded) >= int(len(images) * 0.10 + 0.5), group
         assert (folder / "gallery.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_the_predict_rule_segments_a_sheet_of_new_cts_with_the_demo_models_and_refuses_a_non_ct(demo):
+    """cads-predict over a sheet through the real Snakefile: one batch job, a report line per volume."""
+    new = demo / "new_cts"
+    new.mkdir(exist_ok=True)
+    mr_like = np.random.default_rng(0).uniform(0, 800, (40, 40, 30)).astype(np.float32)  # no air: not HU
+    nib.save(nib.Nifti1Image(mr_like, np.diag([1.5, 1.5, 1.5, 1.0])), new / "mr_like.nii.gz")
+    ct = next((demo / "demo" / "demo_saros" / "images").glob("*.nii.gz"))
+    (new / "sheet.tsv").write_text(f"volume_id\timage\nct_a\t{ct}\nmr_b\tmr_like.nii.gz\n")
+    config = write_config(demo, predict={"sheet": str(new / "sheet.tsv"), "models": "results", "groups": [559],
+                                         "device": "", "fast": True, "dicom_seg": True, "statistics": True,
+                                         "preview": True, "volumes_per_batch": 100})
+    snakemake(demo, "results/predict/predict.0000.tsv", config=config)
+    report = {r["volume_id"]: r for r in _tsv(demo / "results/predict/predict.0000.tsv")}
+    assert report["ct_a"]["status"] == "ok" and report["mr_b"]["status"] == "refused"
+    assert "Hounsfield" in report["mr_b"]["reason"]
+    out = demo / "results/predict/predict.0000/ct_a"
+    source = nib.load(ct)
+    for name in ("group_559.nii.gz", "combined.nii.gz"):
+        written = nib.load(out / name)
+        assert written.shape == source.shape and np.allclose(written.affine, source.affine)  # the input's grid
+    assert not (demo / "results/predict/predict.0000/mr_b").exists()  # nothing written for a refused input
