@@ -71,7 +71,9 @@ def structure_contributions(scores: pd.DataFrame, combine: str, floor_mm: float)
 def image_scores(scores: pd.DataFrame, combine: str = "mean_robust_z", floor_mm: float = 1.5,
                  fraction: float = 0.10) -> pd.DataFrame:
     """One row per volume of the score table (IMAGE_COLUMNS): its image score, rank (1 = worst) and whether the
-    worst `fraction` excludes it, with the reason."""
+    worst `fraction` excludes it, with the reason. No scores (every volume of the group gated out, say): no rows."""
+    if scores.empty:
+        return pd.DataFrame(columns=list(IMAGE_COLUMNS))
     contributions = structure_contributions(scores, combine, floor_mm)
     volumes = list(dict.fromkeys(scores["volume_id"]))
     failed = _whole_volume_reasons(scores, FAILED)
@@ -103,7 +105,9 @@ def image_scores(scores: pd.DataFrame, combine: str = "mean_robust_z", floor_mm:
 
 def excluded(images: pd.DataFrame) -> pd.DataFrame:
     """The excluded rows of an image table, worst first, as EXCLUSION_COLUMNS."""
-    out = images[images["excluded"]].sort_values("rank")
+    if images.empty:
+        return pd.DataFrame(columns=list(EXCLUSION_COLUMNS))
+    out = images[images["excluded"].astype(bool)].sort_values("rank")
     return out[list(EXCLUSION_COLUMNS)].reset_index(drop=True)
 
 
