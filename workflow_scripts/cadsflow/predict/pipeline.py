@@ -6,7 +6,7 @@ dependency order with the factory's post-processing, restore every map onto the 
    anything is written.
 2. standardize (cadsflow.standardize.standardize_volume, into a private temporary folder): RAS, 1.5 mm, the
    affine reduced to scale/shear, and the record that restores label maps onto the input's grid.
-3. predict (cadsflow.pseudolabel.infer.load_predictor / predict_array on the standardized image, as the factory's
+3. predict (cadsflow.pseudolabel.infer.load_predictor / predict_volume on the standardized image, as the factory's
    pseudo-labeling does): groups in dependency order (cadsflow.predict.models.run_order: 553 first). Each map gets
    the connected-component clean-up of config/postprocessing.yaml; the head groups are gated and cropped by group
    553's brain (Online Methods 3.1), group 558 without a brain keeps the neck above group 552's upper vertebrae
@@ -42,7 +42,7 @@ from cadsflow.atomic import atomic_path, write_text
 from cadsflow.imageio import LoadedVolume, read_volume, save_nifti
 from cadsflow.labels import GROUP_IDS, LabelSpace, load_label_space
 from cadsflow.predict.models import GroupModel, find_models, run_order
-from cadsflow.pseudolabel.infer import load_predictor, predict_array
+from cadsflow.pseudolabel.infer import load_predictor, predict_volume as predict_group_labels
 from cadsflow.pseudolabel.postprocess import (
     BRAIN_GROUP,
     POSTPROCESSING_YAML,
@@ -272,15 +272,8 @@ def refine_head(group: int, labels: np.ndarray, maps: dict[int, np.ndarray]) -> 
 
 
 def predict_standardized(predictor, image: LoadedVolume, label_resampling: str) -> np.ndarray:
-    """A group's raw label map of a standardized image (x, y, z), fed to nnU-Net in SimpleITK's (z, y, x) order
-    with the spacing to match, as the factory's pseudo-labeling does."""
-    data = np.ascontiguousarray(np.asarray(image.data, dtype=np.float32).transpose(2, 1, 0))[None]
-    spacing = [float(s) for s in image.zooms[::-1]]
-    segmentation = predict_array(predictor, data, spacing, label_resampling)
-    labels = np.ascontiguousarray(np.asarray(segmentation).transpose(2, 1, 0)).astype(LABEL_DTYPE)
-    if labels.shape != image.data.shape:
-        raise ValueError(f"{image.path}: prediction shape {labels.shape} differs from the image's {image.data.shape}")
-    return labels
+    """A group's raw label map of a standardized image (x, y, z), exactly as the factory's pseudo-labeling makes it."""
+    return predict_group_labels(predictor, image, label_resampling).astype(LABEL_DTYPE, copy=False)
 
 
 def _predict_group(group: int, image: LoadedVolume, cache: ModelCache, times: StepTimes) -> np.ndarray:

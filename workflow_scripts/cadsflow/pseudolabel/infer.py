@@ -295,6 +295,21 @@ def _save_label_map(labels: np.ndarray, affine: np.ndarray, path: Path, fingerpr
         nib.save(img, str(tmp))
 
 
+def predict_volume(predictor, volume, label_resampling: str = "probabilities") -> np.ndarray:
+    """A group's raw label map (uint8, x, y, z) of a standardized volume (cadsflow.imageio.LoadedVolume).
+
+    nnU-Net works on SimpleITK's (z, y, x) order with the spacing to match (see predict_single_npy_array's notes),
+    so the volume goes in transposed and the labels come back transposed; pseudo-labeling and cads-predict share this.
+    """
+    data = np.ascontiguousarray(np.asarray(volume.data, dtype=np.float32).transpose(2, 1, 0))[None]
+    spacing = [float(s) for s in volume.zooms[::-1]]
+    segmentation = predict_array(predictor, data, spacing, label_resampling)
+    labels = np.ascontiguousarray(np.asarray(segmentation).transpose(2, 1, 0)).astype(np.uint8)
+    if labels.shape != volume.data.shape:
+        raise ValueError(f"{volume.path}: prediction shape {labels.shape} differs from the image's {volume.data.shape}")
+    return labels
+
+
 def predict_array(predictor, data: np.ndarray, spacing, label_resampling: str = "probabilities") -> np.ndarray:
     """One image (channels, z, y, x in SimpleITK order, spacing to match) -> label map on the image's grid.
 
@@ -337,14 +352,7 @@ def _predict_volume(predictor, job: _VolumeJob, group: int, cleanup: CleanupRule
     if job.brain_shape is not None and job.brain_shape != volume.data.shape:
         raise ValueError(f"{job.image}: grid {volume.data.shape} differs from its group 553 label map's "
                          f"{job.brain_shape}; the brain box would be misplaced")
-    # nnU-Net works on SimpleITK's (z, y, x) order with spacing to match (see predict_single_npy_array's notes).
-    data = np.ascontiguousarray(np.asarray(volume.data, dtype=np.float32).transpose(2, 1, 0))[None]
-    spacing = [float(s) for s in volume.zooms[::-1]]
-    segmentation = predict_array(predictor, data, spacing, label_resampling)
-    labels = np.ascontiguousarray(np.asarray(segmentation).transpose(2, 1, 0)).astype(np.uint8)
-    if labels.shape != volume.data.shape:
-        raise ValueError(f"{job.image}: prediction shape {labels.shape} differs from the image's {volume.data.shape}")
-    labels = keep_largest_components(labels, cleanup)
+    labels = keep_largest_components(predict_volume(predictor, volume, label_resampling), cleanup)
     if group == HEAD_NECK_GROUP:
         labels, mode = refine_head_neck_labels(labels, job.gate, job.vertebrae)
         log.info("volume %s: group %s refined by %s", job.volume_id, group, mode)
