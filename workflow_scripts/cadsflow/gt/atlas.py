@@ -15,7 +15,7 @@ centre of mass, which air at -1000 HU would otherwise dominate.
 `render_head_phantom` draws a deterministic head: scalp, a skull of compact outer and inner tables around spongy
 diploe, CSF (subarachnoid space and ventricles), folded gray matter over white matter, eye balls, the superior
 sagittal sinus (blood) and temporal muscles. Evaluated on warped coordinates it gives a target with an exactly
-known deformation, which the tests and benchmarks/bench_gt.py use.
+known deformation, which the tests and workflow_scripts/benchmarks/bench_gt.py use.
 """
 
 from __future__ import annotations

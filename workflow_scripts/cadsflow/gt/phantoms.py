@@ -1,4 +1,4 @@
-"""Constructed inputs with known answers for the gt stage's tests and benchmarks/bench_gt.py.
+"""Constructed inputs with known answers for the gt stage's tests and workflow_scripts/benchmarks/bench_gt.py.
 
 - body_phantom: a SAROS-like torso (subcutaneous tissue, muscle, abdominal cavity, bones, a tapering organ) whose
   dense labels are the truth that sparse-slice interpolation must recover;

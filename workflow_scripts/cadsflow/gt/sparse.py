@@ -9,7 +9,7 @@ Shape-based interpolation (Raya & Udupa 1990; Herman et al. 1992), per gap betwe
 1. the signed distance d (mm, negative inside) of the label's mask on each key slice;
 2. on slice z = z0 + t (z1 - z0): d(t) = (1 - t) d(z0) + t d(z1); the label's shape there is d(t) < 0;
 3. where several labels claim a voxel, the one with the smallest d(t) wins; where none does, background.
-Two refinements, both measured in benchmarks/bench_gt.py:
+Two refinements, both measured in workflow_scripts/benchmarks/bench_gt.py:
 - Background is what no label claims, not a shape of its own: interpolating it too let its deep interior (tens of
   mm on a slice where the body narrows) outvote thin structures such as a 2-voxel body-wall ring.
 - Only corresponding pieces are blended. A connected piece of a label on one key slice that does not overlap the

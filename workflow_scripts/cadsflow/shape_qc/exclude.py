@@ -13,7 +13,7 @@ each structure on its own scale, over the group's scored images (each structure'
 Why the robust z is the default: the QC must catch an image whose one structure is grossly wrong (a shifted,
 swapped, truncated or missing organ) as well as images that are wrong everywhere. A percentile rank is bounded:
 one catastrophic structure adds at most 1 to a sum of n ranks, about as much as ordinary scatter over the other
-n - 1 structures, so with 12 structures such an image hardly moves up (benchmarks/bench_shape_qc.py prints both).
+n - 1 structures, so with 12 structures such an image hardly moves up (workflow_scripts/benchmarks/bench_shape_qc.py prints both).
 The robust z keeps the size of the error in units of the structure's own typical spread: a catastrophe counts as
 one, and a structure that is large in mm does not dominate either. Both are robust to the outliers they look for
 (median and MAD, ranks), so the statistics can come from the scored images themselves.

@@ -13,7 +13,7 @@ Volumes (choose with --volume):
   generator with perturbed centres and radii and a few structures missing or extra;
 - example: ../shared/data/totalseg_example/example_seg{,_fast}.nii.gz resampled (nearest) from 3 mm to 1.5 mm.
 
-Not a test: run it by hand, e.g. ``PYTHONPATH=workflow_scripts python benchmarks/bench_evaluation.py``.
+Not a test: run it by hand, e.g. ``PYTHONPATH=workflow_scripts python workflow_scripts/benchmarks/bench_evaluation.py``.
 Needs surface-distance (a test dependency). Peak memory is read from /proc/self/status (VmHWM after resetting it
 through /proc/self/clear_refs), so it includes memory allocated in C (scipy, k-d trees), not only numpy arrays.
 """
@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "workflow_scripts"))
 
 from cadsflow.evaluation.metrics import score_label_maps  # noqa: E402

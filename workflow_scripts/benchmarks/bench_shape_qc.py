@@ -23,7 +23,7 @@ training maps (in the same frame: mm from the group's foreground centroid; a mis
 diagonal, as in the QC), combined into an image score the same way.
 
 Run by hand (2 CPU cores: a few minutes), e.g.
-``nice -n 15 .venv/bin/python benchmarks/bench_shape_qc.py`` (--help for the sizes).
+``nice -n 15 .venv/bin/python workflow_scripts/benchmarks/bench_shape_qc.py`` (--help for the sizes).
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ import pandas as pd
 import torch
 from scipy import ndimage
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "workflow_scripts"))
 
 from cadsflow.evaluation.metrics import bounding_box_diagonal_mm  # noqa: E402

@@ -20,7 +20,7 @@ The vesselness settings (bone window 150-800 HU, sigmas 1.5/3/4.5 mm, threshold 
 phantom (seed 3) among windows 100-1100 HU, sigma sets (1,2,3)/(1.5,3,4.5)/(2,3,4) mm and thresholds 0.01-0.08:
 lower thresholds restore more joint voxels and add more false ones. Other seeds are not tuned on.
 
-Run: nice -n 15 .venv/bin/python benchmarks/bench_ribs.py [--seeds 3 11]
+Run: nice -n 15 .venv/bin/python workflow_scripts/benchmarks/bench_ribs.py [--seeds 3 11]
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ import numpy as np
 from scipy import ndimage
 from skimage.graph import MCP_Geometric
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "workflow_scripts"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from cadsflow import phantom  # noqa: E402
 from cadsflow.assembly.ribs import load_rib_settings, refine_ribs, tubular_map  # noqa: E402

@@ -5,7 +5,7 @@ logs/<stage>/<job>.log. A job's volumes are the sheet's volume ids its log names
 job's seconds divided by that count. Prediction jobs also log each volume's own time ("predicted in X s"), which is
 reported as the per-volume prediction figure. Usage, from the run's working directory:
 
-    python benchmarks/bench_demo_stages.py [--root .] [--sheet resources/demo/volumes.tsv]
+    python workflow_scripts/benchmarks/bench_demo_stages.py [--root .] [--sheet resources/demo/volumes.tsv]
 
 Every later stage is held to a budget with this table (issue: a demo cheap enough to hold the whole factory).
 """

@@ -26,7 +26,7 @@ map's header fingerprint matched) and how many it predicted again.
 
 Usage (from the repository root; about 30-40 min on 2 loaded cores, `--quick` stops at pseudolabel_status):
 
-    nice -n 10 .venv/bin/python benchmarks/bench_resume.py [--quick] [--seed 17] [--keep]
+    nice -n 10 .venv/bin/python workflow_scripts/benchmarks/bench_resume.py [--quick] [--seed 17] [--keep]
 
 `--targets`/`--until`/`--kills` run a subset, e.g. `--targets results/pseudolabels/559/shard_0.tsv` for one shard;
 `--compare REFERENCE RESUMED` compares two kept working directories (`--keep`) again.
@@ -53,7 +53,7 @@ from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "tests"))  # the tests' way of running the real workflow in a scratch folder
 sys.path.insert(0, str(REPO / "workflow_scripts"))
 

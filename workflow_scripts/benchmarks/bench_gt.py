@@ -1,6 +1,6 @@
 """Ground-truth preparation figures: sparse-slice interpolation and atlas registration against known truth.
 
-    .venv/bin/python benchmarks/bench_gt.py [--quick] [--json out.json]
+    .venv/bin/python workflow_scripts/benchmarks/bench_gt.py [--quick] [--json out.json]
 
 1. Sparse slices (Online Methods 2.1, SAROS): dense truth -> keep annotated slices -> densify; Dice against the
    truth on every slice between the first and last annotated one, for shape-based interpolation (what the factory

@@ -1,6 +1,6 @@
 """Pseudo-labels of a finished demo run against the phantoms' complete truth, per specialist group.
 
-    .venv/bin/python benchmarks/demo_truth_dice.py [--results results] [--json out.json]
+    .venv/bin/python workflow_scripts/benchmarks/demo_truth_dice.py [--results results] [--json out.json]
 
 The demo sources label only part of their anatomy, but the generator (cadsflow.phantom) knows every structure
 of every volume. This script regenerates each volume's masks from config/demo_cohort.yaml (same seeds as

@@ -4,7 +4,7 @@ Compares, each in a fresh process so peak memory is its own:
   load+save       read the NIfTI and write it back unchanged (the I/O floor)
   standardize     cadsflow.standardize (validation, RAS, 1.5 mm cubic, label-free)
   scipy zoom o3   load, scipy.ndimage.zoom(order=3) to 1.5 mm (what the CADS code uses), save
-Usage: python benchmarks/bench_standardize.py [--shape 512 512 400]
+Usage: python workflow_scripts/benchmarks/bench_standardize.py [--shape 512 512 400]
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "workflow_scripts"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 SPACING = (0.8, 0.8, 1.25)
 
 

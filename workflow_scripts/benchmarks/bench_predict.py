@@ -6,7 +6,7 @@ NIfTI and as a JPEG 2000 lossless DICOM series (with the DICOM-SEG), in two mode
   --fast    tiles without overlap, argmax on the model's grid and nearest-neighbour labels
 Each mode loads its models once (the first volume's `load <G>` steps); statistics and preview are on.
 
-Usage: python benchmarks/bench_predict.py [--models results] [--groups 553,559] [--threads 2]
+Usage: python workflow_scripts/benchmarks/bench_predict.py [--models results] [--groups 553,559] [--threads 2]
 The models are the demo's (results/specialists/models/<G>.done after `bash workflow_scripts/run_demo.sh`); groups
 whose model (or whose dependency's model) is missing are left out and named.
 """
@@ -21,7 +21,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "workflow_scripts"))
 sys.path.insert(0, str(REPO / "tests"))  # the tests' DICOM series writer
 EXAMPLE_CT = REPO.parent / "shared" / "data" / "totalseg_example" / "example_ct_sm.nii.gz"

@@ -6,7 +6,7 @@ peak memory, job counts per rule and in total, and the SLURM submissions the ful
 comparison it dry-runs, in the same process, a naive design of the same stages with one job per volume and
 group (--naive-volumes scales that one down; its figures are then also extrapolated linearly).
 
-Usage: python benchmarks/bench_scale.py [--volumes 22022] [--naive-volumes 22022] [--skip-naive]
+Usage: python workflow_scripts/benchmarks/bench_scale.py [--volumes 22022] [--naive-volumes 22022] [--skip-naive]
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
 N_SOURCES = 40
 GROUPS = range(551, 560)

@@ -8,7 +8,7 @@ inverse of standardization (cadsflow.standardize.restore_label) onto each volume
 generator's masks are the truth. Prints per structure: volumes with the structure, median truth volume (ml), mean
 Dice; then the mean Dice of the structures larger than --large-ml (default 50 ml) and the seconds of each step.
 
-    .venv/bin/python benchmarks/bench_learning.py [--results results] [--work /tmp/cads_learn] [--preset learn]
+    .venv/bin/python workflow_scripts/benchmarks/bench_learning.py [--results results] [--work /tmp/cads_learn] [--preset learn]
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from cadsflow.imageio import read_volume  # noqa: E402
 from cadsflow.labels import load_label_space  # noqa: E402
 from cadsflow.standardize import restore_label  # noqa: E402
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 GROUP = 559
 DATASET = "Dataset559_BodyRegions"
 

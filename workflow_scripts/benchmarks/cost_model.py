@@ -1,7 +1,7 @@
 """What the full factory costs on a cluster: CPU-hours, GPU-hours and wall-clock per stage, for planning allocations.
 
 Job counts come from a dry run of the real Snakefile on a synthetic 22,022-volume sheet over the 40 registry sources
-(benchmarks/bench_scale.py writes it; paper preset). Per-job costs come from three kinds of origin, each printed:
+(workflow_scripts/benchmarks/bench_scale.py writes it; paper preset). Per-job costs come from three kinds of origin, each printed:
 
 - measured: CPU stages' seconds per volume in a finished demo run (its benchmark: and log: files, read like
   bench_demo_stages.py does), scaled by voxel count from a demo volume to a clinical volume at 1.5 mm
@@ -11,7 +11,7 @@ Job counts come from a dry run of the real Snakefile on a synthetic 22,022-volum
 - assumed: figures the paper does not give (GPU seconds per prediction), flagged as such and settable.
 
 A measured GPU run can replace the paper's or assumed figures (--gpu-train-hours, --gpu-seconds-per-prediction).
-Usage: python benchmarks/cost_model.py [--run-dir .] [--gpus 8] [--cpus 512] [--volumes 22022]
+Usage: python workflow_scripts/benchmarks/cost_model.py [--run-dir .] [--gpus 8] [--cpus 512] [--volumes 22022]
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_demo_stages import _sheet_ids, prediction_seconds, read_jobs  # noqa: E402
 from bench_scale import REGISTRY, SNAKEMAKE, dry_run, write_sheet  # noqa: E402
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 DEMO_VOXELS = 96 * 75 * 160  # median standardized demo volume (1.5 mm), see the demo's standardize logs
 PAPER_PREPROCESS_CPU_H_PER_IMAGE = 9.0 * 6 / 22000  # Online Methods 6.1: ~9 h for 22,000 images on 6 cores
 PAPER_TRAIN_HOURS = (83.0, 161.0)  # Online Methods 6.1: 1,000 epochs on one A100
