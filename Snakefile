@@ -42,6 +42,11 @@ include: "rules/gt.smk"
 include: "rules/specialists.smk"
 include: "rules/pseudolabel.smk"
 include: "rules/shape_qc.smk"
+include: "rules/flavors.smk"
+include: "rules/flavor_predict.smk"
+include: "rules/ranking.smk"
+include: "rules/assembly.smk"
+include: "rules/final.smk"
 include: "rules/anonymize.smk"
 include: "rules/evaluate.smk"
 include: "rules/predict.smk"
@@ -56,5 +61,10 @@ rule all:
         GT_ANONYMIZE_TARGETS,
         "results/pseudolabels/status.tsv",
         SQ_TARGETS,
+        FL_TARGETS,
+        FP_TARGETS,
+        RK_TARGETS,
+        AS_TARGETS,
+        FN_TARGETS,
         PREDICT_TARGETS,
         EV_REPORT_FILES.values(),

@@ -172,3 +172,18 @@ def test_the_predict_rule_segments_a_sheet_of_new_cts_with_the_demo_models_and_r
         written = nib.load(out / name)
         assert written.shape == source.shape and np.allclose(written.affine, source.affine)  # the input's grid
     assert not (demo / "results/predict/predict.0000/mr_b").exists()  # nothing written for a refused input
+
+
+# --- flavors: datasets and training (issue 12) ---
+
+
+# --- flavors: validation and flavor predictions (issue 12) ---
+
+
+# --- ranking (issue 12) ---
+
+
+# --- assembly and dataset card (issue 13) ---
+
+
+# --- final model (issue 14) ---
