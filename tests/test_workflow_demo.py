@@ -7,14 +7,17 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 import pytest
+import yaml
 
 from cadsflow.labels import load_label_space
-from workflow_runner import snakemake, write_config
+from cadsflow.pseudolabel.infer import stored_fingerprint
+from workflow_runner import REPO, snakemake, write_config
 
 pytestmark = pytest.mark.slow
 
@@ -187,3 +190,47 @@ def test_the_predict_rule_segments_a_sheet_of_new_cts_with_the_demo_models_and_r
 
 
 # --- final model (issue 14) ---
+
+
+# --- reruns decided by Snakemake (issue 17, item 8). Keep this section LAST: it changes the finished run. ---
+
+
+def _shard_counts(log_path):
+    """(members, predicted) of the last run of a pseudo-label shard, from its log."""
+    lines = [line for line in log_path.read_text().splitlines() if " volumes, " in line and "shard of" in line]
+    found = re.search(r"shard of (\d+) volumes, (\d+) predicted", lines[-1])
+    return int(found.group(1)), int(found.group(2))
+
+
+def test_a_changed_postprocessing_rule_and_a_forcerun_each_re_predict_the_shard(demo):
+    """Snakemake decides what reruns and the job obeys: a changed post-processing file (an input of the shard) and
+    a --forcerun each redo every volume of the shard; neither is answered with 'up to date from an earlier run'."""
+    target = "results/pseudolabels/551/shard_0.tsv"
+    log = demo / "logs/pseudolabel/551/shard_0.log"
+    rows = _tsv(demo / target)
+    members = [r["volume_id"] for r in rows if r["status"] == "ok"]
+    maps = [demo / f"results/pseudolabels/551/{v}.nii.gz" for v in members]
+    assert members
+    before = {m: stored_fingerprint(m) for m in maps}
+
+    rules = yaml.safe_load((REPO / "config/postprocessing.yaml").read_text())
+    rules["structures"]["spleen"] = {"min_voxels": 10**9}  # no spleen component is that large: all removed
+    changed = demo / "postprocessing_changed.yaml"
+    changed.write_text(yaml.safe_dump(rules))
+    config = yaml.safe_load((demo / "test_config.yaml").read_text())
+    config["pseudolabel"] = {"postprocessing": str(changed)}  # merged into the defaults by Snakemake
+    rerun_config = demo / "rerun_config.yaml"
+    rerun_config.write_text(yaml.safe_dump(config))
+
+    snakemake(demo, target, config=rerun_config)
+    assert _shard_counts(log) == (len(rows), len(members))
+    after = {m: stored_fingerprint(m) for m in maps}
+    assert all(after[m] != before[m] for m in maps)  # the rules are part of every map's fingerprint
+    spleen = load_label_space().group_label_map(551)["spleen"]
+    assert not any((np.asanyarray(nib.load(m).dataobj) == spleen).any() for m in maps)
+
+    mtimes = {m: m.stat().st_mtime_ns for m in maps}
+    snakemake(demo, target, "--forcerun", "pseudolabel_shard", config=rerun_config)
+    assert _shard_counts(log) == (len(rows), len(members))
+    assert all(m.stat().st_mtime_ns > mtimes[m] for m in maps)  # rewritten, not kept
+    assert {m: stored_fingerprint(m) for m in maps} == after  # same inputs, same fingerprint
