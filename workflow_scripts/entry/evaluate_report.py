@@ -14,4 +14,5 @@ with to_log(snakemake.log[0]):
         seed=snakemake.params.seed,
         correction=snakemake.params.correction,
         alpha=snakemake.params.alpha,
+        others=snakemake.params.others,
     )

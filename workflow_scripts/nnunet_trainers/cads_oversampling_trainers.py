@@ -36,9 +36,7 @@ from nnunetv2.training.dataloading.data_loader import nnUNetDataLoader
 from nnunetv2.training.dataloading.nnunet_dataset import infer_dataset_class
 from nnunetv2.utilities.default_n_proc_DA import get_allowed_n_proc_DA
 
-from cadsflow.final.oversampling import OversamplingTable, read_table
-
-OVERSAMPLING_TABLE_ENV = "CADS_OVERSAMPLING_TABLE"
+from cadsflow.final.oversampling import OVERSAMPLING_TABLE_ENV, OversamplingTable, read_table
 
 
 class OversamplingDataLoader(nnUNetDataLoader):

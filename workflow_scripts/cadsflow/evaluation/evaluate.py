@@ -139,8 +139,10 @@ def evaluate_volume(
 class VolumeToScore:
     """One volume of an evaluation batch: its reference (a label map, or a standardized volume's folder whose
     label.nii.gz and label_<set>.nii.gz files are used), its source (alignment key), the model's prediction,
-    optionally a baseline's prediction in the baseline's own labels (a path with "{task}": one file per task), and
-    optionally more reference files by label set name (e.g. {"brain_atlas": ".../group_557.nii.gz"})."""
+    optionally a baseline's prediction in the baseline's own labels (a path with "{task}": one file per task),
+    optionally more reference files by label set name (e.g. {"brain_atlas": ".../group_557.nii.gz"}), and
+    optionally further systems' predictions read like the model's, by system name (e.g. {"specialists":
+    ".../pseudolabels/{group}/<id>.nii.gz"}: config evaluation.comparisons)."""
 
     volume_id: str
     source: str
@@ -148,6 +150,7 @@ class VolumeToScore:
     prediction: str
     baseline: str = ""
     extra_references: Mapping[str, str] = field(default_factory=dict)
+    comparisons: Mapping[str, str] = field(default_factory=dict)
 
 
 def run_batch(
@@ -162,6 +165,9 @@ def run_batch(
     false_negative_rule: str = DEFAULT_FALSE_NEGATIVE_RULE,
 ) -> list[dict]:
     """What the evaluate_batch rule does: load the configuration once, score each volume, write one table.
+
+    Each volume's comparison systems (VolumeToScore.comparisons) are scored like the model, as systems of their own
+    name, so the report can compare the model with them.
 
     A baseline prediction is mapped onto the unified structures in memory (baseline.to_unified), task by task,
     and scored on the structures its present tasks cover. A standardized folder without a label map (a
@@ -179,7 +185,10 @@ def run_batch(
             log.warning("%s: no standardized label map in %s (quarantined?): not scored", item.volume_id,
                         item.reference)
             continue
-        predictions, readers = {MODEL: item.prediction}, {}
+        reserved = sorted({MODEL, BASELINE} & set(item.comparisons))
+        if reserved:
+            raise ValueError(f"{item.volume_id}: comparison systems may not be named {reserved} (reserved)")
+        predictions, readers = {MODEL: item.prediction, **item.comparisons}, {}
         if item.baseline:
             if mapping is None:
                 raise ValueError(f"{item.baseline}: a baseline prediction needs a baseline mapping table")

@@ -2,13 +2,15 @@
 
 - ``summarize``: per group (e.g. system x structure, or system x dataset) and metric: n, mean, std, median and a
   percentile-bootstrap 95% confidence interval of the mean;
-- ``compare_paired``: model vs. baseline per structure and metric on the volumes both scored: a Shapiro-Wilk test
-  of the paired differences picks a paired t-test (normal) or a Wilcoxon signed-rank test (not), via pingouin;
-  p-values are not corrected by default, as the authors ran their tests (murong-xu/CADS misc/sandbox/table_plots/
-  utils/utils.py: compare_models_stat_test(do_benjamini_hochberg=False)); Holm (or any pingouin method) across
-  structures per metric is an option (config evaluation.correction);
-- ``summary_table``: the Tables A.7/A.8 rows: per dataset and over all test data, baseline, model and their
-  difference, on the mutual structures and (model only) on all structures.
+- ``compare_paired``: the model vs. one other system (the baseline, the specialists, ...) per structure and metric
+  on the volumes both scored: a Shapiro-Wilk test of the paired differences picks a paired t-test (normal) or a
+  Wilcoxon signed-rank test (not), via pingouin; p-values are not corrected by default, as the authors ran their
+  tests (murong-xu/CADS misc/sandbox/table_plots/utils/utils.py: compare_models_stat_test(
+  do_benjamini_hochberg=False)); Holm (or any pingouin method) across structures per metric is an option (config
+  evaluation.correction); ``compare_systems`` stacks one such comparison per other system (column ``versus``),
+  each corrected on its own;
+- ``summary_table``: the Tables A.7/A.8 rows: per dataset and over all test data, per other system its mean, the
+  model's and their difference on the structures both scored, and (model only) the mean on all structures.
 Only rows whose status counts for the paper's statistics (scored, false_negative) enter any of these.
 """
 
@@ -108,40 +110,42 @@ def summarize(
     return pd.DataFrame(rows, columns=columns)
 
 
-def paired_values(scores: pd.DataFrame, model: str = MODEL, baseline: str = BASELINE) -> pd.DataFrame:
-    """Rows (volume, structure) that both systems scored, with <metric>_model and <metric>_baseline columns."""
+def paired_values(scores: pd.DataFrame, model: str = MODEL, versus: str = BASELINE) -> pd.DataFrame:
+    """Rows (volume, structure) that both systems scored, with <metric>_model and <metric>_versus columns."""
     data = aggregated(scores)
     keys = ["volume_id", "source", "structure"]
     a = data[data["system"] == model][keys + list(METRICS)]
-    b = data[data["system"] == baseline][keys + list(METRICS)]
-    return a.merge(b, on=keys, suffixes=("_model", "_baseline"))
+    b = data[data["system"] == versus][keys + list(METRICS)]
+    return a.merge(b, on=keys, suffixes=("_model", "_versus"))
+
+
+COMPARISON_COLUMNS = ("versus", "structure", "metric", "n_pairs", "model_mean", "versus_mean", "delta", "normality_p",
+                      "test", "p_value", "p_adjusted", "significant", "better")  # fmt: skip
 
 
 def compare_paired(
-    scores: pd.DataFrame, model: str = MODEL, baseline: str = BASELINE, metrics: Sequence[str] = METRICS,
+    scores: pd.DataFrame, model: str = MODEL, versus: str = BASELINE, metrics: Sequence[str] = METRICS,
     correction: str = DEFAULT_CORRECTION, alpha: float = SIGNIFICANCE_ALPHA,
 ) -> pd.DataFrame:  # fmt: skip
-    """Per structure and metric: paired test of model vs. baseline, optionally corrected for multiple comparisons.
+    """Per structure and metric: paired test of `model` vs. `versus`, optionally corrected for multiple comparisons.
 
-    Columns: structure, metric, n_pairs, model_mean, baseline_mean, delta (model - baseline), normality_p, test
-    ("t-test", "wilcoxon", "identical" when all differences are 0, "none" below 3 pairs), p_value, p_adjusted,
-    significant, better ("model", "baseline" or "").
+    Columns (COMPARISON_COLUMNS): versus, structure, metric, n_pairs, model_mean, versus_mean, delta (model -
+    versus), normality_p, test ("t-test", "wilcoxon", "identical" when all differences are 0, "none" below 3 pairs),
+    p_value, p_adjusted, significant, better (`model`, `versus` or "").
     """
     import pingouin as pg
 
     if correction not in CORRECTIONS:
         raise ValueError(f"correction must be one of {CORRECTIONS}, got {correction!r}")
-    pairs = paired_values(scores, model, baseline)
+    pairs = paired_values(scores, model, versus)
     rows = []
     for structure, group in pairs.groupby("structure", sort=True):
         for metric in metrics:
             x = group[f"{metric}_model"].to_numpy(float)
-            y = group[f"{metric}_baseline"].to_numpy(float)
+            y = group[f"{metric}_versus"].to_numpy(float)
             ok = np.isfinite(x) & np.isfinite(y)
-            rows.append({"structure": structure, "metric": metric, **_paired_test(pg, x[ok], y[ok])})
-    columns = ["structure", "metric", "n_pairs", "model_mean", "baseline_mean", "delta", "normality_p", "test",
-               "p_value", "p_adjusted", "significant", "better"]  # fmt: skip
-    table = pd.DataFrame(rows, columns=columns)
+            rows.append({"versus": versus, "structure": structure, "metric": metric, **_paired_test(pg, x[ok], y[ok])})
+    table = pd.DataFrame(rows, columns=list(COMPARISON_COLUMNS))
     if table.empty:
         return table
     for metric in metrics:
@@ -154,38 +158,52 @@ def compare_paired(
     table["significant"] = table["p_adjusted"].notna() & (table["p_adjusted"] < alpha)
     sign = np.where(table["metric"].map(HIGHER_IS_BETTER), 1.0, -1.0) * table["delta"]
     significant = table["significant"].to_numpy(bool)
-    table["better"] = np.where(significant & (sign > 0), model, np.where(significant & (sign < 0), baseline, ""))
+    table["better"] = np.where(significant & (sign > 0), model, np.where(significant & (sign < 0), versus, ""))
     return table
 
 
-def summary_table(
-    scores: pd.DataFrame, model: str = MODEL, baseline: str = BASELINE, metrics: Sequence[str] = METRICS
-) -> pd.DataFrame:
-    """Tables A.7/A.8: mean per dataset and over all test data; mutual structures (baseline, model, delta) and
-    all structures (model).
+def compare_systems(
+    scores: pd.DataFrame, model: str = MODEL, others: Sequence[str] = (BASELINE,), metrics: Sequence[str] = METRICS,
+    correction: str = DEFAULT_CORRECTION, alpha: float = SIGNIFICANCE_ALPHA,
+) -> pd.DataFrame:  # fmt: skip
+    """compare_paired of `model` against each of `others` that the scores hold, stacked (column `versus`)."""
+    present = set(scores["system"])
+    tables = [compare_paired(scores, model, other, metrics, correction, alpha) for other in others if other in present]
+    tables = [t for t in tables if not t.empty]
+    if not tables:
+        return pd.DataFrame(columns=list(COMPARISON_COLUMNS))
+    return pd.concat(tables, ignore_index=True)
 
-    Mutual rows use the (volume, structure) pairs both systems scored; the delta is model - baseline.
+
+def summary_table(
+    scores: pd.DataFrame, model: str = MODEL, others: Sequence[str] = (BASELINE,), metrics: Sequence[str] = METRICS
+) -> pd.DataFrame:
+    """Tables A.7/A.8: mean per dataset and over all test data; per other system the mutual structures (that system,
+    the model and their delta; column `versus`) and, once, all structures of the model.
+
+    Mutual rows use the (volume, structure) pairs both systems scored; the delta is model - the other system.
     """
     rows = []
     data = aggregated(scores)
-    pairs = paired_values(scores, model, baseline)
+    pairs = {other: paired_values(scores, model, other) for other in others}
     groups = [(ALL_TEST_DATA, None), *((s, s) for s in sorted(data["source"].unique()))]
     for dataset, source in groups:
-        sub_pairs = pairs if source is None else pairs[pairs["source"] == source]
-        if len(sub_pairs):
-            base = {m: float(sub_pairs[f"{m}_baseline"].mean()) for m in metrics}
-            mine = {m: float(sub_pairs[f"{m}_model"].mean()) for m in metrics}
-            n = len(sub_pairs)
-            rows.append(dict(dataset=dataset, scope="mutual", system=baseline, n=n, **base))
-            rows.append(dict(dataset=dataset, scope="mutual", system=model, n=n, **mine))
-            delta = {m: mine[m] - base[m] for m in metrics}
-            rows.append(dict(dataset=dataset, scope="mutual", system="delta", n=n, **delta))
+        for other, other_pairs in pairs.items():
+            sub_pairs = other_pairs if source is None else other_pairs[other_pairs["source"] == source]
+            if len(sub_pairs):
+                theirs = {m: float(sub_pairs[f"{m}_versus"].mean()) for m in metrics}
+                mine = {m: float(sub_pairs[f"{m}_model"].mean()) for m in metrics}
+                n = len(sub_pairs)
+                rows.append(dict(dataset=dataset, scope="mutual", versus=other, system=other, n=n, **theirs))
+                rows.append(dict(dataset=dataset, scope="mutual", versus=other, system=model, n=n, **mine))
+                delta = {m: mine[m] - theirs[m] for m in metrics}
+                rows.append(dict(dataset=dataset, scope="mutual", versus=other, system="delta", n=n, **delta))
         sub = data[data["system"] == model]
         sub = sub if source is None else sub[sub["source"] == source]
         if len(sub):
             means = {m: float(sub[m].mean()) for m in metrics}
-            rows.append(dict(dataset=dataset, scope="all", system=model, n=len(sub), **means))
-    return pd.DataFrame(rows, columns=["dataset", "scope", "system", "n", *metrics])
+            rows.append(dict(dataset=dataset, scope="all", versus="", system=model, n=len(sub), **means))
+    return pd.DataFrame(rows, columns=["dataset", "scope", "versus", "system", "n", *metrics])
 
 
 # -- helpers ---------------------------------------------------------------------------------------------------
@@ -193,7 +211,7 @@ def summary_table(
 
 def _paired_test(pg, x: np.ndarray, y: np.ndarray) -> dict:
     n = len(x)
-    out = dict(n_pairs=n, model_mean=_mean(x), baseline_mean=_mean(y), delta=_mean(x - y) if n else math.nan,
+    out = dict(n_pairs=n, model_mean=_mean(x), versus_mean=_mean(y), delta=_mean(x - y) if n else math.nan,
                normality_p=math.nan, test="none", p_value=math.nan, p_adjusted=math.nan)  # fmt: skip
     if n < MIN_PAIRS_FOR_TEST:
         return out

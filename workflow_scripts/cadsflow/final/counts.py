@@ -7,7 +7,8 @@ on disk a TSV (`volume_id` then the structure names). Label maps are in the grou
 
 Two ways to build one: read the label maps (label_count_table), or sum the assembly stage's provenance tables
 (label_count_table_from_provenance: columns volume_id, group, structure, n_voxels; a structure's rows add up to its
-voxels), which at 22,000 volumes saves reading every assembled map again.
+voxels; a line without a structure, a quarantined volume's or an empty map's, adds nothing), which at 22,000 volumes
+saves reading every assembled map again.
 """
 
 from __future__ import annotations
@@ -50,6 +51,10 @@ def label_count_table_from_provenance(tables: Iterable[str | Path], group: int, 
     for path in tables:
         for line, row in _provenance_rows(Path(path)):
             if row["volume_id"] not in rows or row["group"] != str(group):
+                continue
+            if not row["structure"]:  # a volume's quarantine or empty-map line: it names no structure
+                if row["n_voxels"] not in ("", "0"):
+                    raise LabelCountError(f"{path}:{line}: a line without a structure has {row['n_voxels']} voxels")
                 continue
             if row["structure"] not in rows[row["volume_id"]]:
                 raise LabelCountError(f"{path}:{line}: {row['structure']!r} is not a structure of group {group}")

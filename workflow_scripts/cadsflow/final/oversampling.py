@@ -42,6 +42,7 @@ COLUMNS = ("kind", "name", "label_id", "occurrence", "frequency", "minority", "w
 STRUCTURE, IMAGE = "structure", "image"
 YES, NO = "yes", "no"
 PROBABILITY_TOLERANCE = 1e-9  # a read table's probabilities must sum to 1 within this
+OVERSAMPLING_TABLE_ENV = "CADS_OVERSAMPLING_TABLE"  # the trainer reads the table's path from this variable
 
 
 class OversamplingError(ValueError):
