@@ -1,4 +1,85 @@
-# Lookups of the assembly stage (rules/assembly.smk includes this file at its top).
-# Parse-time code: cheap at 22,022 volumes (dictionary lookups, no file scans).
+# Lookups of the assembly stage (rules/assembly.smk includes this file at its top): the batch jobs' inputs and
+# command-line words, the card's dataset.json files, and the stage's paths (contracts: as_provenance, as_map).
+# Parse-time code: cheap at 22,022 volumes (dictionary lookups, no file scans). The other stages' lookups
+# (fp_report_of, fp_prediction_dir, fl_dataset_json, FL_FLAVORS; fn_dataset_json, included after this file) are
+# only called inside functions, at DAG time.
 
-AS_TARGETS = []
+from cadsflow.assembly.card import CARD_FILES
+from cadsflow.assembly.dag import (
+    dataset_json_args,
+    flavor_dir_args,
+    prediction_reports,
+    training_datasets,
+)
+
+AS_DIR = "results/assembled"
+AS_CONFIG = project_path(config["assembly"]["config"])
+AS_CARD = {key: f"{AS_DIR}/dataset_card/{name}" for key, name in CARD_FILES.items()}
+AS_PRIORITY = "results/ranking/priority.tsv"
+
+
+def as_provenance(batch):
+    """The provenance table of one standardize batch (all its volumes and groups): the batch job's output."""
+    return f"{AS_DIR}/provenance/{batch}.tsv"
+
+
+def as_map(group, volume_id):
+    """A volume's assembled label map of one group (written by its batch's job; none if quarantined)."""
+    return f"{AS_DIR}/{group}/{volume_id}.nii.gz"
+
+
+def as_prediction_reports(wc):
+    """The flavor prediction reports of the batch's volumes, every group (their jobs write the predictions)."""
+    return prediction_reports(BATCHES[wc.batch], SP_GROUPS, fp_report_of)
+
+
+def as_gt_input(wc):
+    """The batch's ground-truth folder, when the gt stage makes one for it."""
+    return [f"results/gt/{wc.batch}"] if gt_needs_batch(wc.batch) else []
+
+
+def as_gt_args(wc):
+    return (
+        f"--gt-batch {shlex.quote(f'results/gt/{wc.batch}')}"
+        if gt_needs_batch(wc.batch)
+        else ""
+    )
+
+
+def as_flavor_args(wc):
+    return " ".join(
+        shlex.quote(w)
+        for w in flavor_dir_args(SP_GROUPS, FL_FLAVORS, fp_prediction_dir)
+    )
+
+
+def as_training_datasets():
+    """(stage, group, dataset.json) of the specialists, each flavor and the final model, every group."""
+    # TODO(lead): use fn_dataset_json directly once rules/final_lookups.smk defines it (it lands in parallel);
+    # until then the card's final row stays blank (unknown), as for any count without a dataset.json.
+    final_json = globals().get("fn_dataset_json")
+    return training_datasets(
+        SP_GROUPS,
+        FL_FLAVORS,
+        lambda g: f"{GT_NNUNET_RAW}/{GROUP_TRAINING[g].dataset_name}/dataset.json",
+        fl_dataset_json,
+        final_json,
+    )
+
+
+def as_card_datasets(wc):
+    return [path for _, _, path in as_training_datasets()]
+
+
+def as_card_args(wc):
+    return " ".join(shlex.quote(w) for w in dataset_json_args(as_training_datasets()))
+
+
+# TODO(lead): drop this guard when the flavors, flavor_predict and ranking stages are wired (they land in
+# parallel): until their lookups exist, the assembly's jobs cannot be built and stay out of `all`.
+AS_UPSTREAM = ("fp_report_of", "fp_prediction_dir", "fl_dataset_json", "FL_FLAVORS")
+AS_TARGETS = (
+    [as_provenance(b) for b in BATCHES] + list(AS_CARD.values())
+    if all(name in globals() for name in AS_UPSTREAM)
+    else []
+)

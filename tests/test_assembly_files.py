@@ -119,7 +119,7 @@ def test_card_training_table_orders_stages_as_table_a4_and_reads_dataset_json(tm
 
 def test_write_card_writes_tables_and_a_page(tmp_path):
     paths = write_card([_row("a", "liver", 1.0)], {"GT": {551: 3}}, tmp_path)
-    assert sorted(p.name for p in paths.values()) == ["card.html", "origins.tsv", "structures.tsv",
+    assert sorted(p.name for p in paths.values()) == ["card.html", "origins.tsv", "structures.tsv", "summary.tsv",
                                                       "training_images.tsv"]
     assert "Dataset card: 1 assembled volumes" in paths["page"].read_text()
 

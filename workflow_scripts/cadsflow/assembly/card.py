@@ -6,8 +6,10 @@
   Pseudo and Shape flavors, the final model), given as input: counts, or nnU-Net dataset.json files (numTraining);
 - origins.tsv: per group and over all groups, the voxels and share of each origin (ground_truth, the flavors,
   rib_repair);
-- card.html: the three tables on one page for the Snakemake report.
-Everything is computed from the assembly's provenance rows (voxel counts and ml), not from the images.
+- summary.tsv: volumes with an assembled map, quarantined volumes (no map), groups;
+- card.html: the tables on one page for the Snakemake report.
+Everything is computed from the assembly's provenance rows (voxel counts and ml), not from the images; quarantine
+and empty-map lines count only in the summary.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from cadsflow.labels import LabelSpace, load_label_space
 
 STAGES = ("specialists", "GT", "Pseudo", "Shape", "final")  # Table A.4's rows, in its order
 CARD_FILES = {"structures": "structures.tsv", "training": "training_images.tsv", "origins": "origins.tsv",
-              "page": "card.html"}
+              "summary": "summary.tsv", "page": "card.html"}
 ALL_GROUPS = "all"
 
 
@@ -55,6 +57,16 @@ def origin_table(rows: Iterable[AssemblyRow]) -> pd.DataFrame:
     table = pd.concat([by_group.astype({"group": str}), overall], ignore_index=True)
     table["share"] = table["n_voxels"] / table.groupby("group")["n_voxels"].transform("sum")
     return table[["group", "origin", "n_voxels", "share"]]
+
+
+def summary_table(rows: Iterable[AssemblyRow]) -> pd.DataFrame:
+    """Counts of the card: volumes with an assembled map (in at least one group), quarantined volumes, groups."""
+    rows = list(rows)
+    assembled = {r.volume_id for r in rows if r.assembled}
+    quarantined = {r.volume_id for r in rows if not r.assembled} - assembled
+    items = [("assembled_volumes", len(assembled)), ("quarantined_volumes", len(quarantined)),
+             ("groups", len({r.group for r in rows}))]
+    return pd.DataFrame(items, columns=["item", "count"])
 
 
 def training_table(counts: Mapping[str, Mapping[int, int]], groups: Sequence[int]) -> pd.DataFrame:
@@ -104,18 +116,19 @@ def write_card(
         "structures": structure_table(rows, space),
         "training": training_table(training_counts, space.groups),
         "origins": origin_table(rows),
+        "summary": summary_table(rows),
     }
     paths = {key: out / name for key, name in CARD_FILES.items()}
     for key, table in tables.items():
         with atomic_path(paths[key]) as tmp:
             table.to_csv(tmp, sep="\t", index=False, float_format="%.6g")
-    n_volumes = len({r.volume_id for r in rows})
+    counts = dict(zip(tables["summary"]["item"], tables["summary"]["count"]))
     with atomic_path(paths["page"]) as tmp:
-        tmp.write_text(card_page(tables, n_volumes))
+        tmp.write_text(card_page(tables, counts["assembled_volumes"], counts["quarantined_volumes"]))
     return paths
 
 
-def card_page(tables: Mapping[str, pd.DataFrame], n_volumes: int) -> str:
+def card_page(tables: Mapping[str, pd.DataFrame], n_volumes: int, n_quarantined: int = 0) -> str:
     sections = [
         ("Training images per group and stage (Table A.4)", tables["training"]),
         ("Share of each origin in the assembled labels", tables["origins"]),
@@ -124,7 +137,8 @@ def card_page(tables: Mapping[str, pd.DataFrame], n_volumes: int) -> str:
     body = "\n".join(f"<h2>{html.escape(title)}</h2>\n{_display(table).to_html(index=False)}"
                      for title, table in sections)
     return (f"<!DOCTYPE html>\n<html><head><meta charset='utf-8'><title>CADS dataset card</title></head><body>\n"
-            f"<h1>Dataset card: {n_volumes} assembled volumes</h1>\n{body}\n</body></html>\n")
+            f"<h1>Dataset card: {n_volumes} assembled volumes</h1>\n"
+            f"<p>{n_quarantined} quarantined volumes (no assembled map).</p>\n{body}\n</body></html>\n")
 
 
 def _display(table: pd.DataFrame) -> pd.DataFrame:
@@ -137,7 +151,8 @@ def _display(table: pd.DataFrame) -> pd.DataFrame:
 
 
 def _frame(rows: Iterable[AssemblyRow]) -> pd.DataFrame:
-    return pd.DataFrame([r.__dict__ for r in rows],
+    """The structures' rows (quarantine and empty-map lines left out) as a table."""
+    return pd.DataFrame([r.__dict__ for r in rows if r.has_structure],
                         columns=["volume_id", "group", "structure", "origin", "n_voxels", "ml"])
 
 

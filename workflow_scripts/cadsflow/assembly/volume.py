@@ -12,6 +12,15 @@ grid); the ranking's priority rows of the group; the volume's ground truth folde
 origin (cadsflow.gt.provenance.EXACT_ORIGINS) and voxels override; `ignore` and coarse unions override nothing.
 The rib group (config ribs.group) is then refined (ribs.py) with the spine from the volume's assembled spine group
 and a tubular map: an external one (ribs.tubular_map) or the vesselness of the standardized CT.
+
+A quarantined volume (its standardization record is not `ok`) gets one provenance line per group saying so and no
+map. Resume after a kill: each map carries in its NIfTI header (`descrip`) the fingerprint of what it was made
+from (sha256 of the flavors' prediction files, the ground truth files, the group's priority rows, blocks and flavor
+order, and for the rib group the rib settings, the spine map's own fingerprint and the CT or tubular map: see
+`fingerprint_parts`), as cadsflow.pseudolabel.infer does for pseudo-labels. A rerun of an interrupted batch (its
+running marker is still there, __main__.py) keeps a volume whose map carries the current fingerprint and reads its
+rows back from its provenance file. The provenance file is written before the map, so a map with the current
+fingerprint always has the provenance of the same assembly next to it.
 """
 
 from __future__ import annotations
@@ -21,14 +30,23 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import nibabel as nib
 import numpy as np
 
 from cadsflow.assembly.blocks import Block, structures_matching
 from cadsflow.assembly.merge import PriorityRow, assemble, missing_structures
-from cadsflow.assembly.provenance import AssemblyRow, provenance_rows, write_provenance
+from cadsflow.assembly.provenance import (
+    AssemblyRow,
+    provenance_rows,
+    quarantine_row,
+    read_provenance,
+    write_provenance,
+)
 from cadsflow.assembly.ribs import RibSettings, refine_ribs, tubular_map
+from cadsflow.atomic import atomic_path
 from cadsflow.gt.provenance import EXACT_ORIGINS, read_provenance as read_gt_provenance
-from cadsflow.imageio import read_volume, save_nifti
+from cadsflow.imageio import read_volume
+from cadsflow.pseudolabel.infer import FINGERPRINT_PREFIX, file_digest, fingerprint, stored_fingerprint
 from cadsflow.labels import LabelSpace, load_label_space
 from cadsflow.validate import GRID_TOLERANCE_MM
 
@@ -56,8 +74,11 @@ def assemble_volume(
     rib_settings: RibSettings = RibSettings(),
     rib_inputs: RibInputs | None = None,
     space: LabelSpace | None = None,
+    resume: bool = False,
 ) -> list[AssemblyRow]:
-    """Assemble, refine ribs where the group is the rib group, write map and provenance; return the rows."""
+    """Assemble, refine ribs where the group is the rib group, write map and provenance; return the rows.
+
+    With `resume`, a map that already carries the current fingerprint is kept and its provenance read back."""
     space = space or load_label_space()
     label_ids = space.group_label_map(group)
     missing = missing_structures(priority, label_ids)
@@ -65,17 +86,30 @@ def assemble_volume(
         raise ValueError(f"volume {volume_id} group {group}: the priority table has no row for {missing}; "
                          f"every structure of the group needs a selected flavor")
     used = sorted({r.first for r in priority})  # a block's flavor is always one of its structures' first flavors
-    flavor_maps, affine = _read_flavor_maps(volume_id, flavor_dirs, used)
+    paths = _flavor_paths(volume_id, flavor_dirs, used)
+    is_rib_group = group == rib_settings.group
+    if is_rib_group and rib_inputs is None:
+        raise ValueError(f"volume {volume_id}: group {rib_settings.group} is the rib group; its refinement needs the "
+                         f"assembled spine map (group {rib_settings.spine_group}) and a CT or tubular map")
+    out = Path(out_dir)
+    map_path, provenance_path = out / f"{volume_id}.nii.gz", out / f"{volume_id}.provenance.tsv"
+    stamp = fingerprint(fingerprint_parts(group, paths, priority, gt_dir, blocks, flavor_order,
+                                          rib_settings if is_rib_group else None, rib_inputs if is_rib_group else None))
+    if resume:
+        kept = _kept_rows(map_path, provenance_path, stamp)
+        if kept is not None:
+            log.info("%s group %d: kept from the interrupted run (same fingerprint)", volume_id, group)
+            return kept
+    flavor_maps, affine = _read_flavor_maps(volume_id, paths)
     gt_map, gt_names = read_volume_gt(volume_id, gt_dir, group, next(iter(flavor_maps.values())).shape, affine)
     voxel_ml = abs(float(np.linalg.det(affine[:3, :3]))) / 1000.0
     labels, rows = assemble(flavor_maps, priority, gt_map, gt_names, blocks, label_ids=label_ids,
                             flavor_order=flavor_order, volume_id=volume_id, voxel_ml=voxel_ml)
-    if group == rib_settings.group:
+    if is_rib_group:
         labels, rows = _refine_volume_ribs(volume_id, labels, rows, affine, rib_settings, rib_inputs, space,
                                            voxel_ml)
-    out = Path(out_dir)
-    save_nifti(labels.astype(np.uint8), affine, out / f"{volume_id}.nii.gz")
-    write_provenance(rows, out / f"{volume_id}.provenance.tsv")
+    write_provenance(rows, provenance_path)  # before the map: the map (and its fingerprint) is the commit point
+    save_label_map(labels.astype(np.uint8), affine, map_path, stamp)
     return rows
 
 
@@ -92,21 +126,78 @@ def assemble_batch(
     rib_inputs: Sequence[RibInputs] | None = None,
     space: LabelSpace | None = None,
     batch_provenance: str | Path | None = None,
+    quarantined: Mapping[str, str] | None = None,
+    resume: bool = False,
 ) -> list[AssemblyRow]:
     """assemble_volume for each volume (gt_dirs and rib_inputs aligned with volume_ids); the rows of all, also
-    written as one table when batch_provenance is given."""
+    written as one table when batch_provenance is given. `quarantined` maps a volume id to the reason it has no
+    standardized image: it gets a quarantine line and no map (a map of an earlier run is removed)."""
     if len(gt_dirs) != len(volume_ids) or (rib_inputs is not None and len(rib_inputs) != len(volume_ids)):
         raise ValueError(f"group {group}: {len(volume_ids)} volumes but {len(gt_dirs)} gt folders and "
                          f"{len(rib_inputs or [])} rib inputs; they must be aligned")
+    quarantined = quarantined or {}
     rows: list[AssemblyRow] = []
     for k, volume_id in enumerate(volume_ids):
+        if volume_id in quarantined:
+            rows += write_quarantined(volume_id, group, quarantined[volume_id], out_dir)
+            log.info("%s group %d: quarantined, no map (%s)", volume_id, group, quarantined[volume_id])
+            continue
         ribs = rib_inputs[k] if rib_inputs is not None else None
         rows += assemble_volume(volume_id, group, flavor_dirs, priority, gt_dirs[k], out_dir, blocks, flavor_order,
-                                rib_settings, ribs, space)
+                                rib_settings, ribs, space, resume)
         log.info("%s group %d: assembled", volume_id, group)
     if batch_provenance is not None:
         write_provenance(rows, batch_provenance)
     return rows
+
+
+def write_quarantined(volume_id: str, group: int, reason: str, out_dir: str | Path) -> list[AssemblyRow]:
+    """The quarantine line of a volume as its provenance file; no map (one left by an earlier run is removed)."""
+    out = Path(out_dir)
+    rows = [quarantine_row(volume_id, group, reason)]
+    (out / f"{volume_id}.nii.gz").unlink(missing_ok=True)
+    write_provenance(rows, out / f"{volume_id}.provenance.tsv")
+    return rows
+
+
+def fingerprint_parts(
+    group: int,
+    flavor_paths: Mapping[str, Path],
+    priority: Sequence[PriorityRow],
+    gt_dir: str | Path | None,
+    blocks: Sequence[Block],
+    flavor_order: Sequence[str],
+    rib_settings: RibSettings | None = None,
+    rib_inputs: RibInputs | None = None,
+) -> dict:
+    """What an assembled map is made from, as digests and settings (cadsflow.pseudolabel.infer.fingerprint hashes
+    it). The spine map enters by its own fingerprint (its content's sources), else by its file digest."""
+    parts = {
+        "group": group,
+        "flavors": {f: _digest(p) for f, p in sorted(flavor_paths.items())},
+        "priority": sorted(repr(r) for r in priority),
+        "blocks": [repr(b) for b in blocks],
+        "flavor_order": list(flavor_order),
+        "gt": _gt_digests(gt_dir, group),
+    }
+    if rib_settings is not None:
+        parts["ribs"] = repr(rib_settings)
+    if rib_inputs is not None:
+        spine = rib_inputs.spine_map
+        parts["spine"] = stored_fingerprint(spine) or _digest(spine)
+        parts["tubular"] = _digest(rib_inputs.tubular_map) if rib_inputs.tubular_map is not None else None
+        parts["image"] = _digest(rib_inputs.image) if rib_inputs.tubular_map is None and rib_inputs.image else None
+    return parts
+
+
+def save_label_map(labels: np.ndarray, affine: np.ndarray, path: str | Path, stamp: str) -> None:
+    """Write a label map atomically with its fingerprint in the NIfTI header (read by stored_fingerprint)."""
+    img = nib.Nifti1Image(labels, affine)
+    img.set_qform(affine, code=1)
+    img.set_sform(affine, code=1)
+    img.header["descrip"] = (FINGERPRINT_PREFIX + stamp).encode()
+    with atomic_path(path) as tmp:
+        nib.save(img, str(tmp))
 
 
 def read_volume_gt(volume_id: str, gt_dir: str | Path | None, group: int, shape, affine):
@@ -127,11 +218,8 @@ def read_volume_gt(volume_id: str, gt_dir: str | Path | None, group: int, shape,
     return gt.data, names
 
 
-def _refine_volume_ribs(volume_id, labels, rows, affine, settings: RibSettings, inputs: RibInputs | None,
+def _refine_volume_ribs(volume_id, labels, rows, affine, settings: RibSettings, inputs: RibInputs,
                         space: LabelSpace, voxel_ml: float):
-    if inputs is None:
-        raise ValueError(f"volume {volume_id}: group {settings.group} is the rib group; its refinement needs the "
-                         f"assembled spine map (group {settings.spine_group}) and a CT or tubular map")
     label_ids = space.group_label_map(settings.group)
     rib_ids = [label_ids[n] for n in structures_matching(space, settings.group, settings.rib_pattern)]
     spine = read_volume(inputs.spine_map)
@@ -160,8 +248,8 @@ def _tubular(volume_id, inputs: RibInputs, spine: np.ndarray, shape, affine, set
     return tubular_map(np.asarray(ct.data), spine, spacing, settings.vesselness, settings.spine_dilation_radius)
 
 
-def _read_flavor_maps(volume_id: str, flavor_dirs: Mapping[str, str | Path], flavors: Sequence[str]):
-    maps, affine, first = {}, None, None
+def _flavor_paths(volume_id: str, flavor_dirs: Mapping[str, str | Path], flavors: Sequence[str]) -> dict[str, Path]:
+    paths = {}
     for flavor in flavors:
         if flavor not in flavor_dirs:
             raise KeyError(f"volume {volume_id}: the ranking selects flavor {flavor!r}, but no prediction folder "
@@ -169,13 +257,42 @@ def _read_flavor_maps(volume_id: str, flavor_dirs: Mapping[str, str | Path], fla
         path = Path(flavor_dirs[flavor]) / f"{volume_id}.nii.gz"
         if not path.is_file():
             raise FileNotFoundError(f"volume {volume_id}: flavor {flavor!r} prediction {path} is missing")
+        paths[flavor] = path
+    return paths
+
+
+def _read_flavor_maps(volume_id: str, paths: Mapping[str, Path]):
+    maps, affine, first = {}, None, None
+    for flavor, path in paths.items():
         vol = read_volume(path)
         if first is None:
-            first, affine = path, vol.affine
+            first, affine, shape = path, vol.affine, vol.data.shape
         else:
-            _check_grid(volume_id, path, vol.data.shape, vol.affine, maps[flavors[0]].shape, affine, str(first))
+            _check_grid(volume_id, path, vol.data.shape, vol.affine, shape, affine, str(first))
         maps[flavor] = vol.data
     return maps, affine
+
+
+def _kept_rows(map_path: Path, provenance_path: Path, stamp: str) -> list[AssemblyRow] | None:
+    """The provenance rows of a map that carries `stamp`, or None when it must be made again."""
+    if stored_fingerprint(map_path) != stamp or not provenance_path.is_file():
+        return None
+    try:
+        return read_provenance(provenance_path)
+    except (OSError, ValueError):
+        return None
+
+
+def _gt_digests(gt_dir: str | Path | None, group: int) -> dict[str, str]:
+    if gt_dir is None:
+        return {}
+    files = (Path(gt_dir) / f"group_{group}.nii.gz", Path(gt_dir) / "provenance.tsv")
+    return {f.name: file_digest(f) for f in files if f.is_file()}
+
+
+def _digest(path: str | Path) -> str:
+    path = Path(path)
+    return file_digest(path) if path.is_file() else f"missing:{path}"
 
 
 def _check_grid(volume_id, path, shape, affine, ref_shape, ref_affine, ref="the flavors' predictions") -> None:
