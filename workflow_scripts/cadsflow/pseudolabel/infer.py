@@ -22,7 +22,8 @@ import hashlib
 import json
 import logging
 import time
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import nibabel as nib
@@ -61,6 +62,15 @@ class VolumeOutcome:
     volume_id: str
     status: str
     reason: str = ""
+
+
+@dataclass(frozen=True)
+class ImageTransform:
+    """A voxel-wise change of the standardized image before the model sees it (the flavor models' percentile
+    scaling, cadsflow.flavors.intensity); `key` names it in the label maps' fingerprint."""
+
+    key: str
+    apply: Callable[[np.ndarray], np.ndarray]
 
 
 @dataclass
@@ -114,13 +124,17 @@ def predict_shard(model_dir: str | Path, fold: str, volume_dirs, out_dir: str | 
                   device: str = "cpu", cleanup: CleanupRules | None = None, brain_dir: str | Path | None = None,
                   report_path: str | Path | None = None, checkpoint_name: str = CHECKPOINT_NAME,
                   tile_step_size: float = 0.5, label_resampling: str = "probabilities",
-                  vertebrae_dir: str | Path | None = None) -> ShardReport:
+                  vertebrae_dir: str | Path | None = None, image_transform: ImageTransform | None = None,
+                  resume: bool | None = None) -> ShardReport:
     """Pseudo-label the standardized volumes in `volume_dirs` (results/standardized/<id>/) with one model load.
 
     Head groups (557, 558) need `brain_dir`, the folder of group 553's label maps of the same volumes; group 558
     also takes `vertebrae_dir` (group 552's maps): a volume without brain is then kept from the lowest upper
     vertebra up (the authors' inference), and dropped only when it has no neck either.
     Writes <out_dir>/<id>.nii.gz per volume and, if given, the shard report at `report_path`.
+    `image_transform` changes each image before prediction (and enters the fingerprint). `resume` None: resume when
+    the report's running marker exists (module docstring); a caller that keeps its own marker (one job, several
+    models) passes True or False.
     """
     model_dir = Path(model_dir)
     checkpoint = model_dir / f"fold_{fold}" / checkpoint_name
@@ -130,8 +144,9 @@ def predict_shard(model_dir: str | Path, fold: str, volume_dirs, out_dir: str | 
     report = ShardReport()
     predictor = None
     marker = running_marker(report_path) if report_path is not None else None
-    resume = marker is not None and marker.is_file()
-    if resume:
+    if resume is None:
+        resume = marker is not None and marker.is_file()
+    if resume and marker is not None:
         log.info("%s: an interrupted run of this shard left its marker; volumes whose label map carries the "
                  "current fingerprint are kept", marker)
     if marker is not None:
@@ -139,6 +154,8 @@ def predict_shard(model_dir: str | Path, fold: str, volume_dirs, out_dir: str | 
         marker.write_text("running\n")
     shared = {"group": group, "checkpoint": file_digest(checkpoint) if checkpoint.is_file() else str(checkpoint),
               "cleanup": repr(cleanup), "tile_step_size": tile_step_size, "label_resampling": label_resampling}
+    if image_transform is not None:  # absent otherwise: the pseudo-labels' fingerprints stay what they were
+        shared["image_transform"] = image_transform.key
     for volume_dir in map(Path, volume_dirs):
         volume_id = volume_dir.name
         try:
@@ -150,7 +167,7 @@ def predict_shard(model_dir: str | Path, fold: str, volume_dirs, out_dir: str | 
                 predictor = load_predictor(model_dir, fold, device, checkpoint_name, tile_step_size)
                 report.model_loads += 1
             started = time.monotonic()
-            _predict_volume(predictor, job, group, cleanup, label_resampling)
+            _predict_volume(predictor, job, group, cleanup, label_resampling, image_transform)
             log.info("volume %s: group %s predicted in %.1f s", volume_id, group, time.monotonic() - started)
             report.predicted += 1
             report.outcomes.append(VolumeOutcome(volume_id, OK, "predicted"))
@@ -347,8 +364,10 @@ def nearest_resize(labels: np.ndarray, shape) -> np.ndarray:
 
 
 def _predict_volume(predictor, job: _VolumeJob, group: int, cleanup: CleanupRules,
-                    label_resampling: str = "probabilities") -> None:
+                    label_resampling: str = "probabilities", image_transform: ImageTransform | None = None) -> None:
     volume = read_volume(job.image)  # (x, y, z), raises naming the file
+    if image_transform is not None:
+        volume = replace(volume, data=image_transform.apply(volume.data))
     if job.brain_shape is not None and job.brain_shape != volume.data.shape:
         raise ValueError(f"{job.image}: grid {volume.data.shape} differs from its group 553 label map's "
                          f"{job.brain_shape}; the brain box would be misplaced")

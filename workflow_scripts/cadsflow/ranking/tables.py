@@ -12,12 +12,21 @@ Priority table (``results/ranking/priority.tsv``): one row per group and structu
 assumption tests' p-values, the omnibus and post-hoc tests with their p-values, the significant pairs, the points
 of each step, whether the secondary metric (HD95) was consulted and whether it decided, and a note for
 degenerate cases. See cadsflow.ranking.algorithm for the rule.
+
+Structures without any validation score (no validation volume annotates them) still get a row when the caller
+names the structures to rank (``structures``): with nothing to compare, the order is the configured flavor order
+(GT, Pseudo, Shape: the model trained on human-verified labels only comes first), ``decided_by`` is ``no_scores``
+and the note says why. Optionally the table carries each flavor's share of ground truth among the training labels
+of the structure (``gt_share_<flavor>``, from the flavor datasets' cads_gt_share.tsv) and the first flavor's as
+``gt_share`` (the assembly's tie-break); NaN where unknown.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+import csv
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import pandas as pd
@@ -31,23 +40,41 @@ from cadsflow.ranking.algorithm import Decision, RankingSettings, SignificanceTe
 FLAVORS_YAML = CONFIG_DIR / "flavors.yaml"
 KEY_COLUMNS = ("structure", "group", "flavor", "volume_id", "split_kind")
 ORDINALS = ("first", "second", "third", "fourth", "fifth", "sixth")
+UNSCORED_NOTE = "no validation volume annotates it: configured flavor order"
+GT_SHARE_COLUMNS = ("structure", "gt_share")  # what is read of a flavor dataset's cads_gt_share.tsv
+GtShares = Mapping[tuple[str, str, str], float]  # (group, structure, flavor) -> share of ground truth
 _SETTINGS_KEYS = {"alpha", "primary_metric", "secondary_metric", "preferred_split", "fallback_split", "test_choice",
                   "posthoc", "dunn_p_adjust", "min_n", "align_volumes", "secondary_mean_rank_points"}
 
 
-def rank_scores(paths: Sequence[str | Path], out: str | Path,
-                settings: RankingSettings | None = None) -> list[Decision]:
-    """Read the score tables, rank every (group, structure), write the priority table; return the decisions."""
+def rank_scores(paths: Sequence[str | Path], out: str | Path, settings: RankingSettings | None = None,
+                structures: Mapping[str, Sequence[str]] | None = None,
+                gt_share: GtShares | None = None) -> list[Decision]:
+    """Read the score tables, rank every (group, structure), write the priority table; return the decisions.
+
+    `structures` (group -> structure names) adds a row for each structure without scores; `gt_share` fills the
+    ground-truth share columns (module docstring).
+    """
     settings = settings or load_ranking_settings()
-    decisions = rank_table(read_scores(paths, settings), settings)
-    write_priority(decisions, out, settings)
+    decisions = rank_table(read_scores(paths, settings), settings, structures)
+    write_priority(decisions, out, settings, gt_share)
     return decisions
 
 
-def rank_table(scores: pd.DataFrame, settings: RankingSettings) -> list[Decision]:
-    """Algorithm 1 for every (group, structure) of a validated score table, in sorted order."""
-    return [rank_structure(rows, settings, str(group), str(structure))
-            for (group, structure), rows in scores.groupby(["group", "structure"], sort=True)]
+def rank_table(scores: pd.DataFrame, settings: RankingSettings,
+               structures: Mapping[str, Sequence[str]] | None = None) -> list[Decision]:
+    """Algorithm 1 for every (group, structure) of a validated score table and of `structures`, in sorted order."""
+    groups = {(str(g), str(s)): rows for (g, s), rows in scores.groupby(["group", "structure"], sort=False)}
+    wanted = {(str(g), str(s)) for g, names in (structures or {}).items() for s in names}
+    decisions = []
+    for group, structure in sorted(set(groups) | wanted):
+        rows = groups.get((group, structure))
+        if rows is None:
+            decision = rank_structure(scores.iloc[0:0], settings, group, structure)
+            decisions.append(replace(decision, note=UNSCORED_NOTE))
+        else:
+            decisions.append(rank_structure(rows, settings, group, structure))
+    return decisions
 
 
 def read_scores(paths: Iterable[str | Path], settings: RankingSettings) -> pd.DataFrame:
@@ -67,16 +94,18 @@ def read_scores(paths: Iterable[str | Path], settings: RankingSettings) -> pd.Da
     return scores.drop(columns="_file")
 
 
-def write_priority(decisions: Sequence[Decision], out: str | Path, settings: RankingSettings) -> None:
+def write_priority(decisions: Sequence[Decision], out: str | Path, settings: RankingSettings,
+                   gt_share: GtShares | None = None) -> None:
     """Write the priority table atomically (columns: module docstring)."""
-    table = priority_frame(decisions, settings)
+    table = priority_frame(decisions, settings, gt_share)
     with atomic_path(out) as tmp:
         table.to_csv(tmp, sep="\t", index=False, na_rep="NaN")
 
 
-def priority_frame(decisions: Sequence[Decision], settings: RankingSettings) -> pd.DataFrame:
+def priority_frame(decisions: Sequence[Decision], settings: RankingSettings,
+                   gt_share: GtShares | None = None) -> pd.DataFrame:
     """The priority table as a DataFrame of strings, one row per decision."""
-    rows = [_row(d, settings) for d in decisions]
+    rows = [_row(d, settings, gt_share or {}) for d in decisions]
     return pd.DataFrame(rows, columns=priority_columns(settings))
 
 
@@ -87,7 +116,7 @@ def priority_columns(settings: RankingSettings) -> list[str]:
         *(f"n_{f}" for f in flavors), *(f"mean_{p}_{f}" for f in flavors), *(f"mean_{s}_{f}" for f in flavors),
         *_test_columns(p), *(f"points_{p}_{f}" for f in flavors),
         f"{s}_consulted", f"{s}_flavors", *_test_columns(s), *(f"points_total_{f}" for f in flavors),
-        "decided_by", f"{s}_decided", "note",
+        "decided_by", f"{s}_decided", "note", "gt_share", *(f"gt_share_{f}" for f in flavors),
     ]
 
 
@@ -97,6 +126,29 @@ def read_priority(path: str | Path) -> pd.DataFrame:
         return pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False)
     except (OSError, pd.errors.ParserError) as exc:
         raise ValueError(f"{path}: cannot read priority table ({exc})") from None
+
+
+def read_gt_shares(tables: Iterable[tuple[str, str, str | Path]]) -> dict[tuple[str, str, str], float]:
+    """(group, structure, flavor) -> gt_share from (flavor, group, cads_gt_share.tsv path) triples."""
+    shares = {}
+    for flavor, group, path in tables:
+        try:
+            with open(path, newline="") as handle:
+                reader = csv.DictReader(handle, delimiter="\t")
+                rows = list(reader)
+                header = reader.fieldnames or []
+        except OSError as exc:
+            raise ValueError(f"{path}: cannot read the ground-truth share table ({exc})") from None
+        missing = [c for c in GT_SHARE_COLUMNS if c not in header]
+        if missing:
+            raise ValueError(f"{path}: ground-truth share table lacks column(s) {', '.join(missing)}")
+        for row in rows:
+            try:
+                shares[str(group), row["structure"], flavor] = float(row["gt_share"]) if row["gt_share"] else math.nan
+            except ValueError:
+                raise ValueError(f"{path}: gt_share of {row['structure']} is not a number: "
+                                 f"{row['gt_share']!r}") from None
+    return shares
 
 
 def load_ranking_settings(path: str | Path = FLAVORS_YAML) -> RankingSettings:
@@ -155,7 +207,7 @@ def _read_one(path: Path, settings: RankingSettings) -> pd.DataFrame:
     return frame
 
 
-def _row(d: Decision, settings: RankingSettings) -> dict[str, str]:
+def _row(d: Decision, settings: RankingSettings, gt_share: GtShares) -> dict[str, str]:
     flavors, p, s = settings.flavors, settings.primary_metric, settings.secondary_metric
     row = {"group": d.group, "structure": d.structure, "split_kind": d.split_kind,
            "decided_by": d.decided_by, f"{s}_decided": _bool(d.secondary_decided), "note": _join(d.note, *(
@@ -171,6 +223,9 @@ def _row(d: Decision, settings: RankingSettings) -> dict[str, str]:
     row.update(_test_fields(s, d.secondary))
     row[f"{s}_consulted"] = _bool(d.secondary is not None)
     row[f"{s}_flavors"] = ",".join(d.secondary.flavors) if d.secondary is not None else ""
+    for f in flavors:
+        row[f"gt_share_{f}"] = _num(gt_share.get((d.group, d.structure, f), math.nan))
+    row["gt_share"] = row[f"gt_share_{d.order[0]}"]
     return row
 
 
