@@ -18,7 +18,7 @@ from cadsflow.specialists.presets import SCHEDULE_KEYS
 
 FLAVORS_YAML = CONFIG_DIR / "flavors.yaml"
 _PRESET_KEYS = ("trainer", "plans", "configuration", "base_configuration", "network", "patch_size", "batch_size",
-                "schedule", "intensity_percentiles")
+                "schedule", "intensity_percentiles", "dataset_runtime_min", "train_runtime_min")
 _NETWORK_KEYS = ("features_per_stage", "blocks_per_stage", "decoder_blocks_per_stage", "stride", "kernel_size")
 
 
@@ -57,6 +57,15 @@ class FlavorPreset:
     batch_size: int
     schedule: dict[str, int]
     intensity_percentiles: tuple[float, float]
+    dataset_runtime_min: int  # scheduler estimate of a flavor_dataset job (export, plan, preprocess)
+    train_runtime_min: int  # scheduler estimate of a flavor_train job
+
+    @property
+    def model_settings(self) -> str:
+        """The fields that shape a trained flavor model (a change replans and retrains; runtimes do not)."""
+        fields = ("trainer", "plans", "configuration", "base_configuration", "network", "patch_size", "batch_size",
+                  "schedule", "intensity_percentiles")
+        return ", ".join(f"{k}={getattr(self, k)!r}" for k in fields)
 
 
 def load_flavor_preset(name: str, path: str | Path = FLAVORS_YAML) -> FlavorPreset:
@@ -111,7 +120,7 @@ def _parse_preset(path, name: str, raw) -> FlavorPreset:
         raise FlavorSettingsError(f"{where}: patch_size {patch} is not divisible by the network's total "
                                   f"downsampling {spec.total_downsampling} (stride {spec.stride}, {spec.n_stages} "
                                   f"stages)")
-    for key in ("batch_size",):
+    for key in ("batch_size", "dataset_runtime_min", "train_runtime_min"):
         if not _positive_int(raw[key]):
             raise FlavorSettingsError(f"{where}: {key} must be a positive integer, got {raw[key]!r}")
     if not all(_positive_int(v) for v in raw["schedule"].values()):
@@ -129,7 +138,7 @@ def _parse_preset(path, name: str, raw) -> FlavorPreset:
                                   f"({raw['configuration']!r})")
     return FlavorPreset(name, raw["trainer"], raw["plans"], raw["configuration"], raw["base_configuration"], spec,
                         tuple(patch), raw["batch_size"], dict(raw["schedule"]),
-                        (float(low_high[0]), float(low_high[1])))
+                        (float(low_high[0]), float(low_high[1])), raw["dataset_runtime_min"], raw["train_runtime_min"])
 
 
 def _exact_keys(where: str, raw, keys) -> None:

@@ -46,6 +46,15 @@ def check_nnunet_folders(expected: dict[str, str]) -> None:
 
 def plan_and_preprocess(dataset_id: int, dataset_name: str, preset: Preset) -> Path:
     """Fingerprint, plan and preprocess one raw dataset for the preset's configuration; return the plans file."""
+    plans_file = plan(dataset_id, dataset_name, preset)
+    preprocess(dataset_id, dataset_name, preset)
+    return plans_file
+
+
+def plan(dataset_id: int, dataset_name: str, preset: Preset) -> Path:
+    """Check (if the preset asks), fingerprint and plan one raw dataset with the preset's planner; return the plans
+    file. Nothing is preprocessed: a caller that derives its own configuration from these plans (the model flavors,
+    cadsflow.flavors.training) preprocesses only that one."""
     from nnunetv2.experiment_planning.verify_dataset_integrity import verify_dataset_integrity
     from nnunetv2.paths import nnUNet_preprocessed, nnUNet_raw
 
@@ -58,7 +67,6 @@ def plan_and_preprocess(dataset_id: int, dataset_name: str, preset: Preset) -> P
     plans_file = Path(str(nnUNet_preprocessed)) / dataset_name / f"{preset.plans}.json"
     if not plans_file.is_file():
         raise PlanningError(f"{dataset_name}: nnU-Net's planner {preset.planner} wrote no {plans_file}")
-    preprocess(dataset_id, dataset_name, preset)
     return plans_file
 
 

@@ -17,6 +17,7 @@ import logging
 import re
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from cadsflow.atomic import write_text
@@ -34,15 +35,22 @@ class TrainingError(RuntimeError):
 
 
 def plan_specialist(group: int, raw_dataset: str | Path, preset: Preset, dirs: NnunetDirs,
-                    marker: str | Path, log_path: str | Path) -> dict:
+                    marker: str | Path, log_path: str | Path,
+                    steps: Callable[[int, str], Path] | None = None) -> dict:
     """Fingerprint, plan and preprocess group `group`'s raw dataset with the preset's plans; write `marker`.
 
     `raw_dataset` is the group's nnU-Net raw dataset folder (Dataset<G>_<Name>) directly inside `dirs.raw`.
+    `steps(group, dataset_name)`, when given, runs instead of plan_and_preprocess and returns the plans file it
+    left: the model flavors plan with the specialists' planner, derive their own configuration and preprocess only
+    that (cadsflow.flavors.training); `preset` is then the preset train_specialist will train with.
     """
     dataset_name = _check_dataset(group, Path(raw_dataset), dirs)
     _check_folders(dirs)
     with _step("plan and preprocess", group, log_path) as timer:
-        plans_file = plan_and_preprocess(group, dataset_name, preset)
+        if steps is None:
+            plans_file = plan_and_preprocess(group, dataset_name, preset)
+        else:
+            plans_file = steps(group, dataset_name)
     record = {"group": group, "dataset": dataset_name, "preset": preset.name, "plans": preset.plans,
               "plans_file": str(plans_file.resolve()), "seconds": round(timer.seconds, 1)}
     write_text(marker, json.dumps(record, indent=2) + "\n")
@@ -97,6 +105,7 @@ def run_nnunet_training(dataset_id: int, preset: Preset) -> None:
     trainer.run_training()
     trainer.perform_actual_validation(False)
 
+
 def read_marker(marker: str | Path, keys=("model_dir", "fold")) -> dict:
     """A marker this module wrote (by default a training marker); raise naming the file when it is not one."""
     marker = Path(marker)
@@ -118,7 +127,7 @@ def _check_dataset(group: int, raw_dataset: Path, dirs: NnunetDirs) -> str:
     if raw_dataset.resolve().parent != Path(dirs.raw).resolve():
         raise TrainingError(f"{raw_dataset}: must lie directly in nnUNet_raw={dirs.raw}")
     if not (raw_dataset / "dataset.json").is_file():
-        raise TrainingError(f"{raw_dataset}: no dataset.json; the gt stage exports it")
+        raise TrainingError(f"{raw_dataset}: no dataset.json; its export step (the gt or flavors stage) writes it")
     return raw_dataset.name
 
 
