@@ -182,8 +182,86 @@ def test_the_predict_rule_segments_a_sheet_of_new_cts_with_the_demo_models_and_r
 
 # --- flavors: validation and flavor predictions (issue 12) ---
 
+FLAVORS = ("GT", "Pseudo", "Shape")
+PREDICTED = {"ok", "skipped_no_brain"}  # skipped: a head volume gated out, its map empty
+
+
+def _sheet(demo):
+    return {r["volume_id"]: r for r in _tsv(demo / "demo/volumes.tsv")}
+
+
+def _grid(demo, volume_id):
+    img = nib.load(next(demo.glob(f"results/standardized/*/{volume_id}/image.nii.gz")))
+    return img.shape, img.affine
+
+
+def test_every_flavor_of_every_group_predicts_every_validation_volume_on_its_grid_one_load_each(demo):
+    test = sorted(v for v, r in _sheet(demo).items() if r["split"] == "test")
+    for group in range(551, 560):
+        rows = _tsv(demo / f"results/flavors/predictions/{group}/validation.tsv")
+        assert sorted((r["flavor"], r["volume_id"]) for r in rows) == sorted(
+            (f, v) for f in FLAVORS for v in test), group
+        assert {r["status"] for r in rows} <= PREDICTED, group
+        for r in rows:
+            label = nib.load(demo / f"results/flavors/predictions/{group}/{r['flavor']}/{r['volume_id']}.nii.gz")
+            shape, affine = _grid(demo, r["volume_id"])
+            assert label.shape == shape and np.allclose(label.affine, affine), r
+            assert stored_fingerprint(label.get_filename()) is not None
+        loads = (demo / f"logs/flavor_predict/{group}/validation.log").read_text().count("model load:")
+        assert loads <= 3 and (loads == 3 or group in (557, 558)), (group, loads)
+
+
+def test_every_non_test_volume_is_predicted_by_the_flavors_ranked_first_for_its_group(demo):
+    priority = _tsv(demo / "results/ranking/priority.tsv")
+    others = sorted(v for v, r in _sheet(demo).items() if r["split"] != "test")
+    for group in range(551, 560):
+        chosen = {r["first"] for r in priority if r["group"] == str(group)}
+        rows = [r for part in sorted(demo.glob(f"results/flavors/predictions/{group}/part_*.tsv"))
+                for r in _tsv(part)]
+        assert sorted((r["flavor"], r["volume_id"]) for r in rows) == sorted(
+            (f, v) for f in chosen for v in others), group
+        assert {r["status"] for r in rows} <= PREDICTED, group
+        for r in rows:
+            assert (demo / f"results/flavors/predictions/{group}/{r['flavor']}/{r['volume_id']}.nii.gz").is_file()
+        log = (demo / f"logs/flavor_predict/{group}/part_0.log").read_text()
+        assert f"ranks {', '.join(f for f in FLAVORS if f in chosen)} first" in log, group
+
 
 # --- ranking (issue 12) ---
+
+
+def test_each_group_has_validation_scores_per_flavor_structure_and_volume_with_id_and_ood(demo):
+    sheet = _sheet(demo)
+    training = yaml.safe_load((REPO / "config/group_training.yaml").read_text())["presets"]["smoke"]
+    space = load_label_space()
+    kinds = set()
+    for group in range(551, 560):
+        path = demo / f"results/ranking/scores/{group}.tsv"
+        header = path.read_text().splitlines()[0].split("\t")
+        assert header[:7] == ["structure", "group", "flavor", "volume_id", "split_kind", "dice", "hd95"]
+        rows = _tsv(path)  # empty where no validation volume annotates a structure of the group (557: atlas only)
+        assert not rows or {r["flavor"] for r in rows} == set(FLAVORS), group
+        assert {r["structure"] for r in rows} <= {s.name for s in space.group(group)}, group
+        for r in rows:
+            source = sheet[r["volume_id"]]["source"]
+            assert r["split_kind"] == ("ID" if source in training[group] else "OOD"), r
+            if r["status"] in ("scored", "false_negative"):
+                assert 0.0 <= float(r["dice"]) <= 1.0 and float(r["hd95"]) >= 0.0, r
+        kinds |= {r["split_kind"] for r in rows}
+    assert kinds == {"ID", "OOD"}
+
+
+def test_priority_table_ranks_every_structure_of_the_nine_groups_and_the_report_shows_its_chart(demo):
+    rows = _tsv(demo / "results/ranking/priority.tsv")
+    space = load_label_space()
+    assert sorted((r["group"], r["structure"]) for r in rows) == sorted(
+        (str(s.group), s.name) for s in space.structures if s.group in range(551, 560))
+    for r in rows:
+        assert sorted((r["first"], r["second"], r["third"])) == sorted(FLAVORS), r
+        assert r["decided_by"], r
+    assert any(r["split_kind"] in ("ID", "OOD") for r in rows)  # some structures were decided on scores
+    assert (demo / "results/ranking/priority.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "priority.png" in (demo / "report.html").read_text(errors="replace")
 
 
 # --- assembly and dataset card (issue 13) ---
