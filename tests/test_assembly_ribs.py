@@ -4,16 +4,20 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from scipy import ndimage
 from skimage import morphology
+from skimage.filters import sato
 
 from cadsflow.assembly.blocks import ASSEMBLY_YAML
 from cadsflow.assembly.ribs import (
     RibSettings,
+    VesselnessSettings,
     _binary_opening,
     add_costovertebral_joints,
     load_rib_settings,
     refine_ribs,
     relabel_fragments,
+    sato_at,
     tubular_map,
 )
 
@@ -156,11 +160,63 @@ def test_tubular_map_marks_a_bright_rod_near_the_spine_and_nothing_outside_the_b
     spine[4:14, 14:26, 14:26] = True
     ct[spine] = 700
     zz, yy = np.mgrid[0:40, 0:40]
-    rod = (yy - 20) ** 2 + (zz - 20) ** 2 <= 4  # radius 2 voxels (3 mm at 1.5 mm), along x
+    rod = (yy - 20) ** 2 + (zz - 20) ** 2 <= 9  # radius 3 voxels (4.5 mm at 1.5 mm), along x
     ct[14:40, rod] = 400
     tub = tubular_map(ct, spine, 1.5)
-    assert tub[14:26, 20, 20].all()  # the rod's axis within the spine's reach
+    assert tub[14:24, 20, 20].all()  # the rod's axis within the dilation radius (10 voxels) of the spine
+    assert not tub[24:].any() and not tub[spine].any()  # where no joint candidate can be, nothing is evaluated
     assert not tub[ct < 150].any()  # soft tissue is outside the bone window
+
+
+def test_tubular_map_evaluates_only_where_a_joint_candidate_can_be_and_agrees_there_with_the_whole_filter():
+    ct = np.full((48, 40, 40), 40.0, dtype=np.float32)
+    spine = np.zeros(ct.shape, dtype=bool)
+    spine[4:14, 14:26, 14:26] = True
+    ct[spine] = 700
+    zz, yy = np.mgrid[0:40, 0:40]
+    ct[14:40, (yy - 20) ** 2 + (zz - 20) ** 2 <= 9] = 400  # a rod: candidates along it
+    ct[14:18, 30, 30] = 400  # a thin line: too thin to survive the opening with ball(2)
+    settings = VesselnessSettings(margin_sigmas=100.0)  # a margin covering the volume: no box effect
+    tub = tubular_map(ct, spine, 1.5, settings)
+    window = np.clip((ct - 150) / 650, 0, 1)
+    whole = (sato(window, sigmas=[1, 2, 3], black_ridges=False, mode="reflect") >= 0.02) & (ct >= 150)
+    near = ndimage.distance_transform_edt(~spine) <= 10
+    possible = _binary_opening(near & ~spine & (ct >= 150), 2)
+    assert possible.sum() > 100 and ndimage.label(possible)[1] == 1  # the opened rod: one component, big enough
+    assert np.array_equal(tub, whole & possible)
+    assert whole[14:18, 30, 30].any() and not tub[14:18, 30, 30].any()
+
+
+def test_joints_from_the_restricted_tubular_map_equal_those_from_the_whole_volume_filter():
+    ct = np.full((48, 44, 44), 40.0, dtype=np.float32)
+    spine = np.zeros(ct.shape, dtype=bool)
+    spine[4:14, 12:32, 12:32] = True
+    ct[spine] = 700
+    zz, yy = np.mgrid[0:44, 0:44]
+    thick = (yy - 16) ** 2 + (zz - 16) ** 2 <= 9  # a rib (radius 3) whose medial end is missing up to x = 22
+    thin = (yy - 28) ** 2 + (zz - 28) ** 2 <= 4  # a thinner one: its opened gap stays under 100 voxels
+    ct[14:40, thick] = 400
+    ct[14:40, thin] = 400
+    labels = np.zeros(ct.shape, dtype=np.uint8)
+    labels[22:40, thick] = 2
+    labels[22:40, thin] = 3
+    settings = VesselnessSettings(margin_sigmas=100.0)
+    window = np.clip((ct - 150) / 650, 0, 1)
+    whole = (sato(window, sigmas=[1, 2, 3], black_ridges=False, mode="reflect") >= 0.02) & (ct >= 150)
+    restricted = tubular_map(ct, spine, 1.5, settings)
+    assert restricted.sum() < whole.sum()
+    out_whole, merges_whole = add_costovertebral_joints(labels, RIBS, spine, whole)
+    out, merges = add_costovertebral_joints(labels, RIBS, spine, restricted)
+    assert [m.rib_id for m in merges] == [2] and merges == merges_whole
+    assert np.array_equal(out, out_whole)
+
+
+def test_sato_at_masked_voxels_equals_skimages_sato_there():
+    rng = np.random.default_rng(0)
+    image = rng.random((20, 18, 16)).astype(np.float32)
+    mask = rng.random(image.shape) < 0.3
+    expected = sato(image, sigmas=[1, 2, 3], black_ridges=False, mode="reflect")[mask]
+    assert np.allclose(sato_at(image, mask, [1, 2, 3]), expected, rtol=1e-6, atol=1e-7)
 
 
 def test_config_holds_the_authors_joint_constants():

@@ -44,7 +44,8 @@ OPENING_RADIUS = 2  # morphology.binary_opening(junction_candidates, morphology.
 MIN_COMPONENT_VOXELS = 100  # `100 < size < 1500`
 MAX_COMPONENT_VOXELS = 1500
 MAX_RIB_DISTANCE = 6.0  # `min_distance < 6`, voxels (distance_transform_edt without spacing)
-CONNECTIVITY_RANK = {6: 1, 18: 2, 26: 3}  # neighbourhood size -> ndimage.generate_binary_structure rank
+CONNECTIVITY_RANK = {6: 1, 18: 2, 26: 3}
+VESSELNESS_METHODS = ("sato", "frangi")  # skimage.filters, bright ridges  # neighbourhood size -> ndimage.generate_binary_structure rank
 
 
 @dataclass(frozen=True)
@@ -183,28 +184,72 @@ def tubular_map(
     spacing_mm: float,
     settings: VesselnessSettings = VesselnessSettings(),
     spine_dilation_radius: int = SPINE_DILATION_RADIUS,
+    opening_radius: int = OPENING_RADIUS,
+    min_component_voxels: int = MIN_COMPONENT_VOXELS,
 ) -> np.ndarray:
-    """A boolean map of bright tubes (Hessian vesselness on the bone window), computed near the spine only.
+    """A boolean map of bright tubes (Hessian vesselness on the bone window) where joint candidates can be.
 
     ct_hu: the CT in HU on the label grid; spacing_mm: its isotropic voxel size (sigmas are given in mm). A voxel
     is tubular where the response reaches the threshold and the CT is inside the bone window.
-    """
-    from skimage.filters import frangi, sato
 
-    filters = {"sato": sato, "frangi": frangi}
-    if settings.method not in filters:
-        raise ValueError(f"vesselness method must be one of {sorted(filters)}, got {settings.method!r}")
+    Only voxels that can end up in a stage-2 candidate are evaluated; elsewhere the map is empty, which changes no
+    candidate (exact, not an approximation): candidates are opening(tubular & domain), the domain being the voxels
+    within the dilation radius of the spine, not in it, with CT at least the window's low end. Opening is
+    increasing, so every candidate lies in opening(domain), and within one of its components larger than
+    min_component_voxels (a candidate component is connected and must be larger). The filter runs on the bounding
+    box of those voxels grown by margin_sigmas x the largest sigma; for sato, the Hessian's eigenvalues (the
+    expensive step) are computed at those voxels only, with skimage's own formula (`sato_at`).
+    """
+    if settings.method not in VESSELNESS_METHODS:
+        raise ValueError(f"vesselness method must be one of {sorted(VESSELNESS_METHODS)}, got {settings.method!r}")
     out = np.zeros(ct_hu.shape, dtype=bool)
     if not spine.any():
         return out
-    sigmas = [s / spacing_mm for s in settings.sigmas_mm]
-    box = _grown_box(spine, spine_dilation_radius + math.ceil(settings.margin_sigmas * max(sigmas)))
     lo, hi = settings.bone_window_hu
-    ct = ct_hu[box].astype(np.float32)
-    window = np.clip((ct - lo) / (hi - lo), 0.0, 1.0)
-    response = filters[settings.method](window, sigmas=sigmas, black_ridges=False, mode="reflect")
-    out[box] = (response >= settings.threshold) & (ct >= lo)
+    reach = _grown_box(spine, spine_dilation_radius + opening_radius + 1)  # room: the border never erodes
+    near = ndimage.distance_transform_edt(~spine[reach]) <= spine_dilation_radius  # = dilation by ball(r)
+    domain = _binary_opening(near & ~spine[reach] & (ct_hu[reach] >= lo), opening_radius)
+    components, n = ndimage.label(domain)  # 6-connected, as the candidates' components
+    sizes = np.bincount(components.ravel(), minlength=n + 1)
+    domain = (sizes > min_component_voxels)[components] & domain
+    if not domain.any():
+        return out
+    sigmas = [s / spacing_mm for s in settings.sigmas_mm]
+    margin = math.ceil(settings.margin_sigmas * max(sigmas))
+    inner = ndimage.find_objects(domain.astype(np.uint8))[0]
+    box = tuple(slice(max(r.start + d.start - margin, 0), min(r.start + d.stop + margin, n))
+                for r, d, n in zip(reach, inner, ct_hu.shape))
+    mask = np.zeros(ct_hu.shape, dtype=bool)
+    mask[reach] = domain
+    mask = mask[box]
+    window = np.clip((ct_hu[box].astype(np.float32) - lo) / (hi - lo), 0.0, 1.0)
+    if settings.method == "sato":
+        response = sato_at(window, mask, sigmas)
+    else:
+        from skimage.filters import frangi
+
+        response = frangi(window, sigmas=sigmas, black_ridges=False, mode="reflect")[mask]
+    region = out[box]
+    region[mask] = response >= settings.threshold
     return out
+
+
+def sato_at(image: np.ndarray, mask: np.ndarray, sigmas: Sequence[float]) -> np.ndarray:
+    """skimage.filters.sato(image, sigmas, black_ridges=False, mode="reflect")[mask], with the Hessian's
+    eigenvalues computed only at the masked voxels (their cost dominates the filter on whole volumes)."""
+    from skimage.feature import hessian_matrix
+
+    negated = -image.astype(np.float32, copy=False)  # sato's black_ridges=False: bright tubes as dark ridges
+    best = np.zeros(int(np.count_nonzero(mask)), dtype=np.float32)
+    for sigma in sigmas:
+        h00, h01, h02, h11, h12, h22 = (e[mask] for e in hessian_matrix(
+            negated, sigma, mode="reflect", use_gaussian_derivatives=True))
+        matrices = np.stack([np.stack([h00, h01, h02], -1), np.stack([h01, h11, h12], -1),
+                             np.stack([h02, h12, h22], -1)], -2)
+        eigvals = np.linalg.eigvalsh(matrices)  # ascending; sato uses all but the lowest, clipped at 0
+        vals = sigma**2 * np.sqrt(np.maximum(eigvals[:, 1], 0) * np.maximum(eigvals[:, 2], 0))
+        best = np.maximum(best, vals.astype(np.float32))
+    return best
 
 
 def load_rib_settings(path=ASSEMBLY_YAML) -> RibSettings:

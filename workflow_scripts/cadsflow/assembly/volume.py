@@ -245,7 +245,8 @@ def _tubular(volume_id, inputs: RibInputs, spine: np.ndarray, shape, affine, set
     ct = read_volume(inputs.image)
     _check_grid(volume_id, inputs.image, ct.data.shape, ct.affine, shape, affine)
     spacing = float(np.mean(ct.zooms))
-    return tubular_map(np.asarray(ct.data), spine, spacing, settings.vesselness, settings.spine_dilation_radius)
+    return tubular_map(np.asarray(ct.data), spine, spacing, settings.vesselness, settings.spine_dilation_radius,
+                       settings.opening_radius, settings.min_component_voxels)
 
 
 def _flavor_paths(volume_id: str, flavor_dirs: Mapping[str, str | Path], flavors: Sequence[str]) -> dict[str, Path]:
