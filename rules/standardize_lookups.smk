@@ -3,12 +3,13 @@
 
 
 def batch_inputs(wildcards):
-    """Images and labels of a batch that exist: a missing file becomes a quarantine line, not a DAG failure."""
+    """Images and label files (main and extra sets) of a batch that exist: a missing file becomes a quarantine
+    line, not a DAG failure."""
     paths = []
     for vol in batch_volumes(wildcards.batch):
         paths += [
             p
-            for p in (vol.image, vol.label)
+            for p in (vol.image, vol.label, *vol.extra_labels.values())
             if p and (p in DEMO_FILE_SET or _readable(p))
         ]
     return paths
@@ -20,9 +21,20 @@ def _readable(path):
 
 
 def known_label_values(batch):
-    """Per volume of the batch: the label values its source's mapping knows (None without a registry)."""
+    """Per volume of the batch: the label values its source's mapping knows (None without a registry); for a
+    volume with extra label files, the values of each of its source's label sets ({"main": ..., <set>: ...}).
+    Volumes without extra labels keep the plain list, so their params (and Snakemake's rerun check) are as before.
+    """
     values = {}
     for vol in batch_volumes(batch):
         source = SOURCES.get(vol.source)
-        values[vol.volume_id] = sorted(source.known_values()) if source else None
+        if not source:
+            values[vol.volume_id] = None
+        elif vol.extra_labels:
+            values[vol.volume_id] = {
+                "main": sorted(source.known_values()),
+                **{s: sorted(v) for s, v in source.extra_known_values().items()},
+            }
+        else:
+            values[vol.volume_id] = sorted(source.known_values())
     return values

@@ -46,3 +46,34 @@ def test_wrong_config_key_is_reported_by_schema_validation(tmp_path):
     proc = snakemake(tmp_path, "-n", config=config, check=False)
     assert proc.returncode != 0
     assert "standardise" in proc.stderr + proc.stdout
+
+
+def test_extra_label_files_named_in_the_sheet_are_standardized_by_the_rule_or_quarantine_their_volume(tmp_path):
+    """Registry with an `oar` label set -> sheet with a label_oar column -> the standardize rule: a good case gets
+    label_oar.nii.gz, a case whose oar file holds a value the set does not know gets a quarantine line naming it."""
+    import numpy as np
+    import yaml
+
+    from cadsflow.sheet import write_sheet
+    from cadsflow.sources import discover_volumes, load_registry
+
+    data, affine = tmp_path / "data", spacing_affine((1.5, 1.5, 1.5))
+    oar = np.zeros((20, 18, 16), np.uint8)
+    oar[4:8, 4:8, 4:8] = 8
+    for case, oar_value in (("c1", 8), ("c2", 7)):
+        write_nifti(data / "img" / f"{case}.nii.gz", ct_array(seed=1), affine)
+        write_nifti(data / "lab" / f"{case}.nii.gz", np.zeros((20, 18, 16), np.uint8), affine)
+        write_nifti(data / "oar" / f"{case}.nii.gz", np.where(oar == 8, oar_value, 0).astype(np.uint8), affine)
+    registry = data / "registry.yaml"
+    registry.write_text(yaml.safe_dump({"sources": {"vgc": {
+        "images": "img/{case}.nii.gz", "labels": "lab/{case}.nii.gz", "label_values": {10: "sternum"},
+        "extra_label_sets": {"oar": {"labels": "oar/{case}.nii.gz", "label_values": {8: "heart"}}}}}}))  # fmt: skip
+    sheet = tmp_path / "volumes.tsv"
+    write_sheet(discover_volumes(load_registry(registry)), sheet)
+    config = write_config(tmp_path, sheet=str(sheet), registry=str(registry), demo={"enabled": False, "directory": "x"})
+    snakemake(tmp_path, "results/quarantine/quarantine.tsv", config=config)
+    lines = (tmp_path / "results/quarantine/quarantine.tsv").read_text().splitlines()[1:]
+    assert [line.split("\t")[:2] for line in lines] == [["vgc_c2", str(data / "oar" / "c2.nii.gz")]]
+    assert lines[0].split("\t")[2].startswith("extra label set 'oar': label values [7]")
+    std = tmp_path / "results/standardized/vgc.0000/vgc_c1"
+    assert np.array_equal(np.asanyarray(nib.load(std / "label_oar.nii.gz").dataobj), oar)

@@ -1,6 +1,9 @@
 """The volume sheet: one row per CT volume, built from a source registry or written by hand.
 
 Columns: volume_id, source, image, label, split, body_region. `label` is empty for unlabelled volumes.
+Optional columns `label_<set>` (e.g. `label_oar`) name a case's further label files, one per extra label set of its
+source (registry `extra_label_sets`), empty where a case has none; a sheet without them reads as before. Like
+`label`, a named file that does not exist is not a sheet error: the standardize stage quarantines the volume.
 The Snakefile reads the sheet at parse time, so reading it must stay cheap at 22,022 rows (csv, no pandas).
 Relative image/label paths in a sheet are resolved against the sheet's own folder.
 
@@ -15,7 +18,7 @@ from __future__ import annotations
 import csv
 import io
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 # One id pattern for the whole factory: ids become file names and wildcards, so no separators,
@@ -25,6 +28,10 @@ _VOLUME_ID_RE = re.compile(VOLUME_ID_PATTERN)
 SPLITS = ("train_gt", "train_unlabelled", "test")
 COLUMNS = ("volume_id", "source", "image", "label", "split", "body_region")
 REQUIRED = ("volume_id", "source", "image", "split")
+EXTRA_LABEL_PREFIX = "label_"  # column label_<set>: the case's file of extra label set <set>
+LABEL_SET_PATTERN = r"[A-Za-z_][A-Za-z0-9_]*"  # a set name is an identifier: it becomes label_<set>.nii.gz
+_LABEL_SET_RE = re.compile(LABEL_SET_PATTERN)
+MAIN_LABEL_SET = "main"  # the name of the `label` file's set (as in cadsflow.gt.mapping); no extra set may take it
 
 
 class SheetError(ValueError):
@@ -39,10 +46,18 @@ class Volume:
     label: str  # '' when the volume carries no labels
     split: str
     body_region: str = ""
+    # extra label set name -> file; left out of the hash so a Volume stays hashable (equality still compares it)
+    extra_labels: dict[str, str] = field(default_factory=dict, hash=False)
 
     @property
     def has_label(self) -> bool:
         return bool(self.label)
+
+    def __repr__(self) -> str:
+        """The dataclass repr, with extra_labels only when there are some: Snakemake compares params by repr, so a
+        volume without extra labels keeps the repr it had before the field existed (no spurious reruns)."""
+        shown = [f.name for f in fields(self) if f.name != "extra_labels" or self.extra_labels]
+        return f"Volume({', '.join(f'{name}={getattr(self, name)!r}' for name in shown)})"
 
 
 def check_volume_id(volume_id: str, where: str = "") -> str:
@@ -64,19 +79,36 @@ def read_sheet(path: str | Path, known_sources: set[str] | None = None) -> dict[
     missing = [c for c in REQUIRED if c not in header]
     if missing:
         raise SheetError(f"{path}: missing columns {missing}; a sheet needs at least {list(REQUIRED)}")
+    extra_sets = _extra_label_sets(header, path)
     base = path.resolve().parent
     volumes: dict[str, Volume] = {}
     for fields in reader:
         where = f"{path}:{reader.line_num}: "
         if not any(f.strip() for f in fields):
             continue  # blank line
-        volume = _parse_row(_row_dict(fields, header, where), base, where, known_sources)
+        volume = _parse_row(_row_dict(fields, header, where), base, where, known_sources, extra_sets)
         if volume.volume_id in volumes:
             raise SheetError(f"{where}duplicate volume id {volume.volume_id!r}")
         volumes[volume.volume_id] = volume
     if not volumes:
         raise SheetError(f"{path}: the sheet lists no volumes")
     return volumes
+
+
+def _extra_label_sets(header: list[str], path: Path) -> tuple[str, ...]:
+    """The extra label sets the header has a `label_<set>` column for; a set name must be an identifier."""
+    sets = [name[len(EXTRA_LABEL_PREFIX):] for name in header if name.startswith(EXTRA_LABEL_PREFIX)]
+    bad = [s for s in sets if not _LABEL_SET_RE.fullmatch(s) or s == MAIN_LABEL_SET]
+    if bad:
+        raise SheetError(
+            f"{path}: columns {[EXTRA_LABEL_PREFIX + s for s in bad]} do not name a label set: a column "
+            f"'{EXTRA_LABEL_PREFIX}<set>' needs a set name matching {LABEL_SET_PATTERN}, other than "
+            f"'{MAIN_LABEL_SET}' (the `label` column's set)"
+        )
+    duplicates = sorted({s for s in sets if sets.count(s) > 1})
+    if duplicates:
+        raise SheetError(f"{path}: columns {[EXTRA_LABEL_PREFIX + s for s in duplicates]} appear more than once")
+    return tuple(sets)
 
 
 def _read_text(path: Path) -> str:
@@ -103,7 +135,9 @@ def _row_dict(fields: list[str], header: list[str], where: str) -> dict[str, str
     return dict(zip(header, fields))
 
 
-def _parse_row(row: dict, base: Path, where: str, known_sources: set[str] | None) -> Volume:
+def _parse_row(
+    row: dict, base: Path, where: str, known_sources: set[str] | None, extra_sets: tuple[str, ...] = ()
+) -> Volume:
     volume_id = check_volume_id((row.get("volume_id") or "").strip(), where)
     split = (row.get("split") or "").strip()
     if split not in SPLITS:
@@ -126,6 +160,11 @@ def _parse_row(row: dict, base: Path, where: str, known_sources: set[str] | None
         label=_resolve(base, label) if label else "",
         split=split,
         body_region=(row.get("body_region") or "").strip(),
+        extra_labels={
+            name: _resolve(base, value)
+            for name in extra_sets
+            if (value := (row.get(EXTRA_LABEL_PREFIX + name) or "").strip())
+        },
     )
 
 
@@ -135,13 +174,16 @@ def _resolve(base: Path, value: str) -> str:
 
 
 def write_sheet(volumes: list[Volume] | tuple[Volume, ...], path: str | Path) -> None:
+    """Write the sheet atomically; one `label_<set>` column per extra label set any volume carries (sorted)."""
     from cadsflow.atomic import atomic_path
 
+    extra_sets = sorted({name for v in volumes for name in v.extra_labels})
     with atomic_path(path) as tmp, open(tmp, "w", newline="") as handle:
         writer = csv.writer(handle, delimiter="\t", lineterminator="\n")
-        writer.writerow(COLUMNS)
+        writer.writerow([*COLUMNS, *(EXTRA_LABEL_PREFIX + name for name in extra_sets)])
         for v in volumes:
-            writer.writerow([v.volume_id, v.source, v.image, v.label, v.split, v.body_region])
+            writer.writerow([v.volume_id, v.source, v.image, v.label, v.split, v.body_region,
+                             *(v.extra_labels.get(name, "") for name in extra_sets)])
 
 
 def make_batches(volumes: dict[str, Volume], per_batch: int) -> dict[str, list[str]]:

@@ -33,7 +33,7 @@ from pathlib import Path
 import yaml
 
 from cadsflow.labels import LabelSpace, load_label_space
-from cadsflow.sheet import Volume, check_volume_id
+from cadsflow.sheet import LABEL_SET_PATTERN, MAIN_LABEL_SET, Volume, check_volume_id
 
 MAPPING_KINDS = ("structure", "union", "lesion_of", "unannotated", "ignore")
 
@@ -65,6 +65,14 @@ class Source:
 
     def known_values(self) -> set[int]:
         return {0, *self.label_values}
+
+    def extra_known_values(self) -> dict[str, set[int]]:
+        """Per extra label set: the values its mapping knows, and 0 (what standardization accepts in its file)."""
+        sets = self.extra.get("extra_label_sets") or {}
+        return {
+            str(name): {0, *(int(v) for v in ((entry or {}).get("label_values") or {}))}
+            for name, entry in sets.items()
+        }
 
     def require_mapping(self) -> None:
         if self.mapping_status != "complete":
@@ -137,6 +145,11 @@ def _extra_label_patterns(where: str, base: Path, sets) -> dict[str, str]:
     """Each extra label set's file pattern (a second, third ... label file per case), made absolute."""
     patterns = {}
     for name, entry in (sets or {}).items():
+        if not re.fullmatch(LABEL_SET_PATTERN, str(name)) or name == MAIN_LABEL_SET:
+            raise RegistryError(
+                f"{where}extra label set {name!r}: a set name must match {LABEL_SET_PATTERN} and not be "
+                f"'{MAIN_LABEL_SET}' (it becomes the sheet column label_<set> and the file label_<set>.nii.gz)"
+            )
         pattern = (entry or {}).get("labels") if isinstance(entry, dict) else None
         if not pattern:
             continue  # a set the factory makes itself (no file of the source)
@@ -153,9 +166,7 @@ def label_files(source: Source, case: str) -> dict[str, str]:
     team's 22 radiotherapy structures); each is standardized as label.nii.gz / label_<set>.nii.gz and scored
     with its own mapping.
     """
-    patterns = {"main": source.labels, **source.extra_labels} if source.labels else dict(source.extra_labels)
-    files = {name: pattern.format(case=case) for name, pattern in patterns.items()}
-    return {name: path for name, path in files.items() if Path(path).exists()}
+    return {name: path for name, path in _planned_label_files(source, case).items() if Path(path).exists()}
 
 def parse_label_value(where: str, value: int, spec, space: LabelSpace) -> LabelValue:
     if isinstance(spec, str):
@@ -185,22 +196,30 @@ def _absolute(base: Path, pattern: str) -> str:
 def discover_volumes(sources: dict[str, Source], cases: dict[str, list[str]] | None = None) -> list[Volume]:
     """Expand each source's image pattern into volumes; ids are '<source>_<case>'.
 
-    `cases` (source -> case names) names the cases instead of listing the files: the volumes of a cohort that is
-    still to be written (the demo's, planned before any file exists); their label files are taken as present.
+    A case's label files are its main label (`label`) and one file per extra label set (`extra_labels`), each
+    only where it exists (label_files). `cases` (source -> case names) names the cases instead of listing the
+    files: the volumes of a cohort that is still to be written (the demo's, planned before any file exists);
+    their label files are taken as present. The split follows the main label.
     """
     volumes: list[Volume] = []
     for source in sources.values():
         listed = _cases(source.images) if cases is None else [
             (case, source.images.format(case=case)) for case in cases.get(source.name, [])]
         for case, image in listed:
-            label = source.labels.format(case=case) if source.labels else ""
-            if label and cases is None and not Path(label).exists():
-                label = ""
+            files = label_files(source, case) if cases is None else _planned_label_files(source, case)
+            label = files.pop(MAIN_LABEL_SET, "")
             volume_id = check_volume_id(f"{source.name}_{case}", f"source {source.name}: ")
             volumes.append(
-                Volume(volume_id, source.name, image, label, _split_for(source, case, bool(label)), source.body_region)
+                Volume(volume_id, source.name, image, label, _split_for(source, case, bool(label)), source.body_region,
+                       extra_labels=files)
             )
     return volumes
+
+
+def _planned_label_files(source: Source, case: str) -> dict[str, str]:
+    """Every label file pattern of the source filled in for one case, whether the file exists or not."""
+    patterns = {MAIN_LABEL_SET: source.labels, **source.extra_labels} if source.labels else dict(source.extra_labels)
+    return {name: pattern.format(case=case) for name, pattern in patterns.items()}
 
 def _cases(pattern: str) -> list[tuple[str, str]]:
     prefix, suffix = pattern.split("{case}", 1)

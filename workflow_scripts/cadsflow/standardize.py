@@ -2,8 +2,10 @@
 scale/shear (rotation and translation removed), and record what restores a label map to the original grid.
 
 Output per volume: a directory with record.json (always; status ok or quarantined) and, when ok, image.nii.gz
-(int16 HU) and label.nii.gz (the source's own label values, nearest neighbour). A quarantined volume writes
-only its record, so one bad file never stops the factory.
+(int16 HU), label.nii.gz (the source's own label values, nearest neighbour) and label_<set>.nii.gz for each extra
+label set of the case (registry `extra_label_sets`, sheet column `label_<set>`: the same checks against that set's
+values, the same resampling onto the same grid). A quarantined volume writes only its record, so one bad file never
+stops the factory.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import numpy as np
 from cadsflow.atomic import atomic_dir
 from cadsflow.imageio import MAX_IMAGE_BYTES, LoadedVolume, read_volume, save_nifti
 from cadsflow.resample import output_shape, resample
+from cadsflow.sheet import MAIN_LABEL_SET
 from cadsflow.validate import IntensityRule, QuarantineError, load_checked_image, load_checked_label
 
 TARGET_SPACING_MM = 1.5  # Online Methods 1.2
@@ -57,33 +60,71 @@ def standardize_volume(
     known_label_values: set[int] | None = None,
     settings: StandardizeSettings = StandardizeSettings(),
     extra_record: dict | None = None,
+    extra_labels: dict[str, str] | None = None,
+    known_extra_values: dict[str, set[int] | None] | None = None,
 ) -> dict:
-    """Validate, standardize and write one volume into `out_dir` (created atomically); return its record."""
-    record = {"volume_id": volume_id, "image": str(image_path), "label": str(label_path or ""), **(extra_record or {})}
+    """Validate, standardize and write one volume into `out_dir` (created atomically); return its record.
+
+    `extra_labels` (set name -> file) are the case's further label files; each gets the main label's checks
+    against its own known values (`known_extra_values[set]`; None checks no values, and with `known_extra_values`
+    given a set it does not name is refused) and is written as label_<set>.nii.gz on the same grid. Any failed
+    check quarantines the whole volume, naming the file.
+    """
+    extra_labels = dict(extra_labels or {})
+    record = {"volume_id": volume_id, "image": str(image_path), "label": str(label_path or ""),
+              **({"extra_labels": extra_labels} if extra_labels else {}), **(extra_record or {})}
     out_dir = Path(out_dir)
     with atomic_dir(out_dir) as tmp:
         try:
             image = load_checked_image(image_path, settings.intensity, settings.max_image_bytes)
-            label = (
-                load_checked_label(label_path, image, known_label_values, settings.max_image_bytes)
-                if label_path else None
-            )
+            labels = _checked_labels(image, label_path, known_label_values, extra_labels, known_extra_values,
+                                     settings.max_image_bytes)
         except QuarantineError as exc:
             log.warning("%s quarantined: %s (%s)", volume_id, exc.reason, exc.file)
             record.update(status="quarantined", reason=exc.reason, file=exc.file)
         else:
-            geometry, std_image, std_label = _standardize_arrays(image, label, settings)
+            geometry, std_image, std_labels = _standardize_arrays(image, labels, settings)
             save_nifti(std_image, np.asarray(geometry.output_affine), tmp / "image.nii.gz")
-            if std_label is not None:
-                save_nifti(std_label, np.asarray(geometry.output_affine), tmp / "label.nii.gz")
-            record.update(status="ok", reason="", file="", geometry=asdict(geometry))
-            log.info("%s: %s -> %s at %.2f mm", volume_id, geometry.original_shape, geometry.output_shape,
-                     settings.spacing_mm)
+            for name, std_label in std_labels.items():
+                save_nifti(std_label, np.asarray(geometry.output_affine), tmp / label_file_name(name))
+            record.update(status="ok", reason="", file="", label_sets=list(std_labels), geometry=asdict(geometry))
+            log.info("%s: %s -> %s at %.2f mm, label sets %s", volume_id, geometry.original_shape,
+                     geometry.output_shape, settings.spacing_mm, list(std_labels))
         (tmp / "record.json").write_text(json.dumps(record, indent=1))
     return record
 
 
-def _standardize_arrays(image: LoadedVolume, label: LoadedVolume | None, settings: StandardizeSettings):
+def label_file_name(label_set: str) -> str:
+    """The standardized file of a label set: label.nii.gz for the main set, label_<set>.nii.gz for an extra one."""
+    return "label.nii.gz" if label_set == MAIN_LABEL_SET else f"label_{label_set}.nii.gz"
+
+
+def _checked_labels(
+    image: LoadedVolume,
+    label_path: str,
+    known_values: set[int] | None,
+    extra_labels: dict[str, str],
+    known_extra_values: dict[str, set[int] | None] | None,
+    max_bytes: int,
+) -> dict[str, LoadedVolume]:
+    """Every label file of the volume, checked against the image (main set first); raises QuarantineError."""
+    labels = {MAIN_LABEL_SET: load_checked_label(label_path, image, known_values, max_bytes)} if label_path else {}
+    for name, path in extra_labels.items():
+        if known_extra_values is not None and name not in known_extra_values:
+            raise QuarantineError(
+                f"extra label set {name!r} is not an extra label set of the volume's source "
+                f"(its sets: {sorted(known_extra_values)})", path
+            )
+        known = known_extra_values.get(name) if known_extra_values is not None else None
+        try:
+            labels[name] = load_checked_label(path, image, known, max_bytes)
+        except QuarantineError as exc:
+            raise QuarantineError(f"extra label set {name!r}: {exc.reason}", exc.file or path) from None
+    return labels
+
+
+def _standardize_arrays(image: LoadedVolume, labels: dict[str, LoadedVolume], settings: StandardizeSettings):
+    """The standardized image, each label map by set name (nearest neighbour, same grid), and the geometry."""
     ornt = nib.orientations.io_orientation(image.affine)
     data = nib.orientations.apply_orientation(image.data, ornt)
     reoriented = image.affine @ nib.orientations.inv_ornt_aff(ornt, image.data.shape)
@@ -94,10 +135,10 @@ def _standardize_arrays(image: LoadedVolume, label: LoadedVolume | None, setting
     out_affine = np.eye(4)
     out_affine[:3, :3] = shear_scale @ np.diag(steps)  # translation dropped (Online Methods 1.2)
     std_image = resample(data, steps, out_shape, settings.image_interpolation, dtype=np.int16)
-    std_label = None
-    if label is not None:
+    std_labels = {}
+    for name, label in labels.items():
         label_data = nib.orientations.apply_orientation(label.data, ornt)
-        std_label = resample(label_data, steps, out_shape, "nearest", dtype=_label_dtype(label_data))
+        std_labels[name] = resample(label_data, steps, out_shape, "nearest", dtype=_label_dtype(label_data))
     geometry = Geometry(
         original_shape=list(image.data.shape),
         original_affine=image.affine.tolist(),
@@ -110,7 +151,7 @@ def _standardize_arrays(image: LoadedVolume, label: LoadedVolume | None, setting
         output_affine=out_affine.tolist(),
         rotation=rotation.tolist(),
     )
-    return geometry, std_image, std_label
+    return geometry, std_image, std_labels
 
 
 def _split_rotation(linear: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -155,6 +196,8 @@ def restore_label_file(label_path: str, record_path: str, out_path: str) -> None
 def standardize_batch(volumes, out_dir: str | Path, known_values: dict, settings: StandardizeSettings) -> list[dict]:
     """Standardize each volume of a batch into out_dir/<volume_id>/.
 
+    known_values[volume_id]: None (no registry: values unchecked), the main label's known values, or, for a
+    volume with extra label files, {"main": values, <set>: values} for every label set of its source.
     A volume that fails unexpectedly (not a validation failure) is recorded as failed with the error, so its
     batch-mates' results are kept; the quarantine table lists it like a quarantined one.
     """
@@ -163,21 +206,31 @@ def standardize_batch(volumes, out_dir: str | Path, known_values: dict, settings
     records = []
     for vol in volumes:
         extra = {"source": vol.source, "split": vol.split}
-        known = known_values.get(vol.volume_id)
         try:
+            known, known_extra = _known_value_sets(known_values.get(vol.volume_id))
             records.append(
-                standardize_volume(vol.volume_id, vol.image, vol.label, out_dir / vol.volume_id,
-                                   set(known) if known is not None else None, settings, extra)
+                standardize_volume(vol.volume_id, vol.image, vol.label, out_dir / vol.volume_id, known, settings,
+                                   extra, vol.extra_labels, known_extra)
             )
         except Exception as exc:  # one volume's crash must not discard the batch
             log.exception("%s: standardization failed", vol.volume_id)
-            record = {"volume_id": vol.volume_id, "image": vol.image, "label": vol.label, **extra,
+            record = {"volume_id": vol.volume_id, "image": vol.image, "label": vol.label,
+                      **({"extra_labels": dict(vol.extra_labels)} if vol.extra_labels else {}), **extra,
                       "status": "failed", "reason": f"standardization failed: {type(exc).__name__}: {exc}",
                       "file": vol.image}
             with atomic_dir(out_dir / vol.volume_id) as tmp:
                 (tmp / "record.json").write_text(json.dumps(record, indent=1))
             records.append(record)
     return records
+
+
+def _known_value_sets(known) -> tuple[set[int] | None, dict[str, set[int] | None] | None]:
+    """(main label's values, extra sets' values) from one volume's known_values entry (see standardize_batch)."""
+    if known is None:
+        return None, None
+    if isinstance(known, dict):
+        return set(known[MAIN_LABEL_SET]), {name: set(v) for name, v in known.items() if name != MAIN_LABEL_SET}
+    return set(known), None
 
 
 def settings_from_config(cfg: dict) -> StandardizeSettings:
