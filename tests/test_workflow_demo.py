@@ -267,6 +267,77 @@ def test_priority_table_ranks_every_structure_of_the_nine_groups_and_the_report_
 # --- assembly and dataset card (issue 13) ---
 
 
+def _assembly_rows(demo):
+    rows = []
+    for table in sorted(demo.glob("results/assembled/provenance/*.tsv")):
+        rows += _tsv(table)
+    return rows
+
+
+def test_every_volume_has_an_assembled_map_per_group_on_its_standardized_grid(demo):
+    ok = {r["volume_id"] for r in _tsv(demo / "results/quarantine/status.tsv") if r["status"] == "ok"}
+    assert len(ok) == 21
+    assert len(list(demo.glob("results/assembled/provenance/*.tsv"))) == len(
+        list(demo.glob("results/standardized/*")))  # one table per standardize batch
+    rows = _assembly_rows(demo)
+    assert {r["origin"] for r in rows}.isdisjoint({"quarantined"})  # the demo quarantines nothing
+    for image in demo.glob("results/standardized/*/*/image.nii.gz"):
+        img = nib.load(image)
+        for group in range(551, 560):
+            label = nib.load(demo / f"results/assembled/{group}/{image.parent.name}.nii.gz")
+            assert label.shape == img.shape and np.allclose(label.affine, img.affine), (group, image)
+
+
+def test_assembled_provenance_counts_add_up_to_each_maps_labelled_voxels(demo):
+    totals = {}
+    for r in _assembly_rows(demo):
+        key = (r["group"], r["volume_id"])
+        totals[key] = totals.get(key, 0) + int(r["n_voxels"])
+    assert len(totals) == 9 * 21
+    for (group, volume_id), total in totals.items():
+        data = np.asarray(nib.load(demo / f"results/assembled/{group}/{volume_id}.nii.gz").dataobj)
+        assert int(np.count_nonzero(data)) == total, (group, volume_id)
+
+
+def test_rib_repair_rows_are_ribs_of_group_555_exactly_where_the_repair_changed_voxels(demo):
+    logged = {}
+    pattern = re.compile(r"(\S+): ribs refined: (\d+) voxels relabelled \(fragments\), \d+ joint components "
+                         r"\((\d+) voxels added\)")
+    for log in demo.glob("logs/assembly/*.log"):
+        for volume_id, relabelled, added in pattern.findall(log.read_text()):
+            logged[volume_id] = int(relabelled) + int(added)
+    assert len(logged) == 21  # every volume's ribs went through the refinement
+    repaired = {}
+    for r in _assembly_rows(demo):
+        if r["origin"] == "rib_repair":
+            assert r["group"] == "555" and re.fullmatch(r"rib_(left|right)_\d+", r["structure"]), r
+            assert int(r["n_voxels"]) > 0
+            repaired[r["volume_id"]] = repaired.get(r["volume_id"], 0) + int(r["n_voxels"])
+    for volume_id, changed in logged.items():
+        # a voxel changed by the repair was relabelled as a fragment or added at a joint (or both)
+        assert repaired.get(volume_id, 0) <= changed, volume_id
+        if changed == 0:
+            assert volume_id not in repaired, volume_id
+
+
+def test_dataset_card_counts_the_21_assembled_volumes_and_every_stages_training_images(demo):
+    card = demo / "results/assembled/dataset_card"
+    summary = {r["item"]: int(r["count"]) for r in _tsv(card / "summary.tsv")}
+    assert summary == {"assembled_volumes": 21, "quarantined_volumes": 0, "groups": 9}
+    structures = _tsv(card / "structures.tsv")
+    assert len(structures) == 167 and max(int(r["occurrence"]) for r in structures) <= 21
+    training = {r["stage"]: r for r in _tsv(card / "training_images.tsv")}
+    assert list(training)[:4] == ["specialists", "GT", "Pseudo", "Shape"]
+    for dataset in demo.glob("results/specialists/nnUNet_raw/*/dataset.json"):
+        group = dataset.parent.name[7:10]
+        assert int(training["specialists"][group]) == json.loads(dataset.read_text())["numTraining"]
+    origins = _tsv(card / "origins.tsv")
+    overall = [r for r in origins if r["group"] == "all"]
+    assert abs(sum(float(r["share"]) for r in overall) - 1.0) < 1e-9
+    assert "Dataset card: 21 assembled volumes" in (card / "card.html").read_text()
+    assert "card.html" in (demo / "report.html").read_text(errors="replace")  # the report shows the card
+
+
 # --- final model (issue 14) ---
 
 
