@@ -1,7 +1,9 @@
 # Stage: evaluate (Online Methods 5.1-5.4). Per test volume: Dice, NSD (3 mm), HD, HD95 of every structure of
 # its source's evaluation classes (config/evaluation_alignment.yaml), with the paper's false-negative penalty and
-# exclusions, for the model and optionally a baseline (its labels mapped onto the unified structures). Then per
-# dataset and per structure: statistics, paired tests, tables and figures for the report.
+# exclusions, for the model (by default the final models' test predictions), the systems it is compared with
+# (config evaluation.comparisons; by default the specialists' pseudo-labels) and optionally a baseline (its labels
+# mapped onto the unified structures). Then per dataset and per structure: statistics, paired tests of the model
+# against each other system, tables and figures for the report.
 #
 # Two ways to name what is scored (config evaluation.*):
 # - reference_dir "" (default): the sheet's test split; references are the standardized label maps, predictions
@@ -44,7 +46,8 @@ rule evaluation_reference_volumes:
 
 
 rule evaluate_batch:
-    """Score each test volume of a batch (model, and baseline if configured) against its reference."""
+    """Score each test volume of a batch (model, comparison systems, and baseline if configured) against its
+    reference."""
     input:
         references=lambda wc: ev_reference_inputs(EV_BATCHES[wc.batch]),
         predictions=lambda wc: ev_prediction_inputs(EV_BATCHES[wc.batch]),
@@ -78,7 +81,8 @@ rule evaluate_batch:
 
 
 rule evaluation_report:
-    """Aggregate all volumes: per structure and per dataset statistics, model vs. baseline tests, figures."""
+    """Aggregate all volumes: per structure and per dataset statistics, tests of the model vs. the specialists (and
+    the baseline), figures."""
     input:
         scores=expand("results/evaluation/batches/{batch}.tsv", batch=EV_BATCHES),
     output:
@@ -144,5 +148,6 @@ rule evaluation_report:
         seed=EV["seed"],
         correction=EV["correction"],
         alpha=EV["alpha"],
+        others=ev_report_systems(),
     script:
         "../workflow_scripts/entry/evaluate_report.py"

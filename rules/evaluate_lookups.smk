@@ -64,19 +64,51 @@ def ev_source(volume_id):
     )
 
 
-def ev_prediction(volume_id):
-    """The prediction path of a volume; a '{group}' left in it means one label map per group."""
-    return EV["prediction"].replace("{volume_id}", volume_id)
+def ev_prediction(volume_id, path=None):
+    """The prediction path of a volume (the model's, or `path`); a '{group}' left in it means one map per group."""
+    return (path or EV["prediction"]).replace("{volume_id}", volume_id)
+
+
+# Systems compared with the model besides the baseline: name -> prediction path (config evaluation.comparisons)
+EV_COMPARISONS = {
+    name: path
+    for name, path in EV["comparisons"].items()
+    if path and path != EV["prediction"]
+}
+
+
+def ev_system_inputs(path, volume_ids):
+    """What a system's predictions come from: the final models' test predictions, the pseudo-label shards, or
+    existing files of another system. Factory predictions exist only for the sheet's volumes.
+    """
+    ids = [v for v in volume_ids if v in VOLUMES]
+    if path.startswith(f"{FN_PREDICTIONS}/"):
+        return [fn_test_report(g) for g in FN_GROUPS] if ids else []
+    if path.startswith(f"{PL_DIR}/"):
+        return sorted({pl_shard_report_of(g, v) for g in SP_GROUPS for v in ids})
+    if "{group}" in path:
+        # per-group files of an outside system: each group map is read if it exists
+        return []
+    return [ev_prediction(v, path) for v in volume_ids]
 
 
 def ev_prediction_inputs(volume_ids):
-    """What the predictions come from: the factory's pseudo-label shards, or existing files of another system."""
-    if EV["prediction"].startswith(f"{PL_DIR}/"):
-        return sorted({pl_shard_report_of(g, v) for g in SP_GROUPS for v in volume_ids})
-    if "{group}" in EV["prediction"]:
-        # per-group files of an outside system: each group map is read if it exists
-        return []
-    return [ev_prediction(v) for v in volume_ids]
+    """The inputs of the model's and every comparison system's predictions of `volume_ids`."""
+    paths = [EV["prediction"], *EV_COMPARISONS.values()]
+    return sorted({f for path in paths for f in ev_system_inputs(path, volume_ids)})
+
+
+def ev_comparisons(volume_id):
+    """The comparison systems' predictions of one volume (name -> path)."""
+    return {
+        name: ev_prediction(volume_id, path) for name, path in EV_COMPARISONS.items()
+    }
+
+
+def ev_report_systems():
+    """The systems the report compares the model with, in order: the comparisons, then the baseline."""
+    baseline = ["baseline"] if EV["baseline"]["prediction_dir"] else []
+    return [*EV_COMPARISONS, *baseline]
 
 
 def ev_baseline(volume_id):
@@ -99,6 +131,7 @@ def ev_batch_volumes(batch):
             reference=ev_reference(v),
             prediction=ev_prediction(v),
             baseline=ev_baseline(v),
+            comparisons=ev_comparisons(v),
         )
         for v in EV_BATCHES[batch]
     ]

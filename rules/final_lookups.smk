@@ -1,4 +1,123 @@
-# Lookups of the final stage (rules/final.smk includes this file at its top).
+# Lookups of the final stage (rules/final.smk includes this file at its top): the final preset, nnU-Net's folders of
+# the final models, training candidates, markers, test predictions and job resources.
 # Parse-time code: cheap at 22,022 volumes (dictionary lookups, no file scans).
 
-FN_TARGETS = []
+from cadsflow.final.config import load_final_preset
+
+FN_CONFIG = project_path(config["final"]["config"])
+FN_PRESET = load_final_preset(config["preset"], FN_CONFIG)
+FN_ROOT = "results/final"
+FN_RAW = f"{FN_ROOT}/nnUNet_raw"
+FN_PREPROCESSED = f"{FN_ROOT}/nnUNet_preprocessed"
+FN_MODELS = f"{FN_ROOT}/models"  # nnUNet_results
+FN_SAMPLING = f"{FN_ROOT}/sampling"
+FN_PREDICTIONS = (
+    f"{FN_ROOT}/predictions"  # {group}/{volume_id}.nii.gz and {group}/test.tsv
+)
+FN_GROUPS = SP_GROUPS  # the assembly labels the groups whose specialists exist
+FN_ARGS = " ".join(  # the preset and nnU-Net's folders, as the train step's command line names them
+    f"--{name} {shlex.quote(str(value))}"
+    for name, value in [
+        ("preset", FN_PRESET.name),
+        ("config", FN_CONFIG),
+        ("nnunet-raw", FN_RAW),
+        ("nnunet-preprocessed", FN_PREPROCESSED),
+        ("nnunet-results", FN_MODELS),
+    ]
+)
+# Online Methods 4.1: the final model trains on every volume that is not in the test split
+FN_TRAINING_VOLUMES = sorted(v for v, vol in VOLUMES.items() if vol.split != "test")
+FN_TRAINING_BATCHES = sorted({BATCH_OF[v] for v in FN_TRAINING_VOLUMES})
+FN_TEST_VOLUMES = sorted(volumes_in_split("test"))
+
+
+def fn_dataset_name(group):
+    """Dataset<G>_<Name>: the group's nnU-Net dataset, named as the specialist's (GROUP_TRAINING)."""
+    return GROUP_TRAINING[int(group)].dataset_name
+
+
+def fn_dataset_json(group):
+    """The final model's raw dataset.json (numTraining: its training volumes)."""
+    return f"{FN_RAW}/{fn_dataset_name(group)}/dataset.json"
+
+
+def fn_planned(group):
+    return f"{FN_PREPROCESSED}/{fn_dataset_name(group)}.planned"
+
+
+def fn_sampling_table(group):
+    """The group's oversampling table (structure weights, image probabilities) that the trainer samples by."""
+    return f"{FN_SAMPLING}/{fn_dataset_name(group)}.tsv"
+
+
+def fn_model_marker(group):
+    """The marker a trained final model leaves: JSON naming its model folder and fold (the specialists' format)."""
+    return f"{FN_MODELS}/{group}.done"
+
+
+def fn_test_report(group):
+    """The report of the group's test-split predictions (volume_id, status, reason)."""
+    return f"{FN_PREDICTIONS}/{group}/test.tsv"
+
+
+def fn_check_dataset(wildcards):
+    """The final_dataset job's group and name must be a pair of GROUP_TRAINING (Dataset<G>_<Name>)."""
+    expected = fn_dataset_name(wildcards.group)
+    if expected != f"Dataset{wildcards.group}_{wildcards.name}":
+        raise ValueError(
+            f"{expected} is group {wildcards.group}'s dataset, not Dataset{wildcards.group}_{wildcards.name}"
+        )
+    return expected
+
+
+def fn_training_candidates(wildcards):
+    """Every non-test volume: its standardized image and its assembled map of the group (the job keeps those that
+    exist and, for the head groups, pass the subset rule)."""
+    fn_check_dataset(wildcards)
+    return [
+        dict(
+            volume_id=v,
+            source=VOLUMES[v].source,
+            image=f"{standardized(v)}/image.nii.gz",
+            label=as_map(wildcards.group, v),
+        )
+        for v in FN_TRAINING_VOLUMES
+    ]
+
+
+def fn_brain_reports(wildcards):
+    """Head groups wait for the final model's own group 553 predictions of the test volumes (and 558 for 552's:
+    its neck fallback), as the pseudo-label shards do (pl_brain_shard)."""
+    group = int(wildcards.group)
+    reports = [fn_test_report(BRAIN_GROUP)] if is_head_group(group) else []
+    if group == NECK_FALLBACK_GROUP and NECK_VERTEBRAE_GROUP in FN_GROUPS:
+        reports.append(fn_test_report(NECK_VERTEBRAE_GROUP))
+    return reports
+
+
+def fn_brain_args(wildcards):
+    group = int(wildcards.group)
+    args = f"--brain-dir {FN_PREDICTIONS}/{BRAIN_GROUP}" if is_head_group(group) else ""
+    if group == NECK_FALLBACK_GROUP and NECK_VERTEBRAE_GROUP in FN_GROUPS:
+        args += f" --vertebrae-dir {FN_PREDICTIONS}/{NECK_VERTEBRAE_GROUP}"
+    return args
+
+
+def fn_job_resources(runtime_min):
+    """Scheduler resources of a final-preset job, as sp_job_resources: grow with each retry; GPU keys only when the
+    final preset asks for a GPU."""
+    resources = {
+        "mem_mb": lambda wc, attempt: FN_PRESET.mem_mb * attempt,
+        "runtime": lambda wc, attempt: runtime_min * attempt,
+    }
+    if FN_PRESET.gpus:
+        resources["gpu"] = FN_PRESET.gpus
+        if FN_PRESET.gpu_model:
+            resources["gpu_model"] = FN_PRESET.gpu_model
+    return resources
+
+
+# the 9 models and, when the sheet has a test split, their predictions of it
+FN_TARGETS = [fn_model_marker(g) for g in FN_GROUPS] + [
+    fn_test_report(g) for g in FN_GROUPS if FN_TEST_VOLUMES
+]

@@ -1,7 +1,8 @@
 # Stage: predict (cads-predict over a sheet). New CTs (config predict.sheet: volume_id, image) are segmented with
-# the factory's models in batches: one job per batch loads each model once; a refused (non-CT, unreadable) or
-# failing volume is a line of the batch report, not a failed job. Per volume: results/predict/{batch}/{volume_id}/
-# with the group maps and the combined map on the input's grid, statistics, preview and (DICOM input) DICOM-SEG.
+# the factory's final models (rules/final.smk) in batches: one job per batch loads each model once; a refused
+# (non-CT, unreadable) or failing volume is a line of the batch report, not a failed job. Per volume:
+# results/predict/{batch}/{volume_id}/ with the group maps and the combined map on the input's grid, statistics,
+# preview and (DICOM input) DICOM-SEG.
 
 
 include: "predict_lookups.smk"

@@ -22,10 +22,11 @@ PR_GROUPS = required_groups(parse_groups(",".join(map(str, PR["groups"]))))
 
 
 def pr_model_inputs(wildcards):
-    """The models' markers, when they are this run's specialists (the DAG then trains them first)."""
+    """The models' markers, when they are this run's: its final models (cads-predict takes a group's final model
+    over its specialist, cadsflow.predict.models), so the DAG trains them first."""
     if Path(PR["models"]).resolve() != Path("results").resolve():
         return []
-    return [sp_model_marker(g) for g in PR_GROUPS if g in SP_GROUPS]
+    return [fn_model_marker(g) for g in PR_GROUPS if g in FN_GROUPS]
 
 
 def pr_batch_volumes(batch):

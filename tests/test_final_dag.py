@@ -3,16 +3,14 @@ final_dataset: head subsets, counts and weights from the assembly's provenance t
 the training job's environment (rule final_train: the oversampling table reaches the trainer)."""
 
 import json
-from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pytest
 
 from helpers import write_nifti
 
 from cadsflow.assembly.provenance import EMPTY, QUARANTINED, AssemblyRow, write_provenance
-from cadsflow.final.config import FINAL_YAML, final_preset_for_group
+from cadsflow.final.config import FINAL_YAML, FinalConfigError, final_preset_for_group, head_subset_rules
 from cadsflow.final.counts import read_count_table
 from cadsflow.final.dataset import FinalCandidate, FinalDatasetError, prepare_training_data
 from cadsflow.final.oversampling import OVERSAMPLING_TABLE_ENV, read_table
@@ -80,6 +78,16 @@ def test_558_trains_on_the_volumes_with_at_least_24_of_its_structures(tmp_path):
     assert (counts.loc["many"] > 0).sum() == 24
 
 
+def test_the_demo_preset_asks_558_for_8_structures_and_the_paper_preset_keeps_24(tmp_path):
+    assert head_subset_rules(FINAL_YAML, SPACE, "smoke")[558].structures == 8
+    assert head_subset_rules(FINAL_YAML, SPACE, "paper")[558].structures == 24
+    assert head_subset_rules(FINAL_YAML, SPACE, "smoke")[557] == head_subset_rules(FINAL_YAML, SPACE)[557]
+    bad = tmp_path / "final.yaml"
+    bad.write_text(FINAL_YAML.read_text().replace("smoke: {558: {structures: 8}}", "smoke: {551: {structures: 8}}"))
+    with pytest.raises(FinalConfigError, match=r"head_subsets_by_preset\.smoke: group 551 has no rule"):
+        head_subset_rules(bad, SPACE, "smoke")
+
+
 def test_weights_and_probabilities_of_the_job_follow_the_authors_rule_on_known_counts(tmp_path):
     # 20 volumes of group 552: L1 in all (p = 1); C1 in 1 (p = 0.05 -> weight 20); C2 in 3 (p = 0.15 -> round(6.67)
     # = 7); C3 in 4 (p = 0.2: weight 1). C1-C5 are 552's minority classes (config/final.yaml): an image takes the
@@ -125,4 +133,19 @@ def test_training_environment_hands_the_table_and_the_groups_epochs_to_the_train
     env = final_training_env(dirs, preset, "sampling/Dataset552_Vertebrae.tsv", base={})
     assert env[OVERSAMPLING_TABLE_ENV] == str(tmp_path / "sampling" / "Dataset552_Vertebrae.tsv")
     assert env[SCHEDULE_ENV["epochs"]] == "3" and env["nnUNet_results"] == str(tmp_path / "models")
-    assert final_preset_for_group("smoke", 551, final_yaml).schedule["epochs"] == 2
+    assert final_preset_for_group("smoke", 551, final_yaml).schedule == final_preset_for_group("smoke", 551).schedule
+
+
+@pytest.mark.slow
+def test_predict_stage_of_a_run_waits_for_its_final_models(tmp_path):
+    """cads-predict over a sheet with this run's models (predict.models: results) takes the final models, so the
+    DAG trains them first: a dry run plans every final_train job for the predict batch."""
+    from workflow_runner import snakemake, write_config
+
+    image = write_nifti(tmp_path / "ct.nii.gz", np.zeros((4, 4, 4), np.int16))
+    sheet = tmp_path / "predict.tsv"
+    sheet.write_text(f"volume_id\timage\nct_a\t{image}\n")
+    config = write_config(tmp_path, predict={"sheet": str(sheet), "groups": [551]})
+    proc = snakemake(tmp_path, "-n", "--quiet", "rules", "results/predict/predict.0000.tsv", config=config)
+    jobs = dict(line.split()[:2] for line in proc.stdout.splitlines() if line.startswith("final_"))
+    assert jobs.get("final_train") == "1" and "final_predict" not in jobs, proc.stdout

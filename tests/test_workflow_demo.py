@@ -341,6 +341,69 @@ def test_dataset_card_counts_the_21_assembled_volumes_and_every_stages_training_
 # --- final model (issue 14) ---
 
 
+def _final_dataset(demo, group):
+    return next(demo.glob(f"results/final/nnUNet_raw/Dataset{group}_*/dataset.json")).parent
+
+
+def test_nine_final_models_are_trained_with_the_oversampling_trainer_on_their_assembled_datasets(demo):
+    from cadsflow.final.oversampling import read_table
+
+    markers = sorted(demo.glob("results/final/models/*.done"))
+    assert [m.stem for m in markers] == [str(g) for g in range(551, 560)]
+    for marker in markers:
+        record = json.loads(marker.read_text())
+        assert (record["trainer"], record["fold"]) == ("nnUNetTrainerCadsOversamplingSmoke", "all"), marker
+        assert Path(record["checkpoint"]).is_file()
+        dataset = _final_dataset(demo, marker.stem)
+        spec = json.loads((dataset / "dataset.json").read_text())
+        assert "ignore" not in spec["labels"]
+        table = read_table(demo / f"results/final/sampling/{dataset.name}.tsv")
+        cases = sorted(p.name[: -len(".nii.gz")] for p in (dataset / "labelsTr").glob("*.nii.gz"))
+        assert sorted(i.volume_id for i in table.images) == cases and len(cases) == spec["numTraining"]
+        assert sum(i.probability for i in table.images) == pytest.approx(1.0)
+        test = {r["volume_id"] for r in _tsv(demo / "demo/volumes.tsv") if r["split"] == "test"}
+        assert not test & set(cases), marker  # the test split never trains the final model
+
+
+def test_final_models_predict_every_test_volume_on_its_standardized_grid(demo):
+    test = sorted(r["volume_id"] for r in _tsv(demo / "demo/volumes.tsv") if r["split"] == "test")
+    for group in range(551, 560):
+        rows = {r["volume_id"]: r for r in _tsv(demo / f"results/final/predictions/{group}/test.tsv")}
+        assert sorted(rows) == test, group
+        for volume_id, r in rows.items():
+            assert r["status"] in (("ok", "skipped_no_brain") if group in (557, 558) else ("ok",)), r
+            image = nib.load(next(demo.glob(f"results/standardized/*/{volume_id}/image.nii.gz")))
+            label = nib.load(demo / f"results/final/predictions/{group}/{volume_id}.nii.gz")
+            assert label.shape == image.shape and np.allclose(label.affine, image.affine)
+
+
+def test_evaluation_scores_the_final_model_and_compares_it_with_the_specialists(demo):
+    # the model's predicted volumes are those of the final models' maps (not the pseudo-labels')
+    space = load_label_space()
+    names = {s.name for g in space.groups for s in space.group(g)}
+    report = demo / "results/evaluation/report"
+    scores = _tsv(report / "scores.tsv")
+    assert {"model", "specialists"} <= {r["system"] for r in scores}
+    checked = 0
+    for r in scores:
+        if r["system"] != "model" or r["source"] != "demo_totalseg" or r["status"] != "scored":
+            continue
+        if r["structure"] not in names:  # a class of several structures
+            continue
+        structure = space.by_name(r["structure"])
+        final = np.asarray(nib.load(demo / f"results/final/predictions/{structure.group}/{r['volume_id']}.nii.gz")
+                           .dataobj)  # fmt: skip
+        assert float(r["pred_volume_ml"]) == pytest.approx((final == structure.label_id).sum() * 1.5**3 / 1000,
+                                                           rel=1e-5), r  # fmt: skip
+        checked += 1
+    assert checked
+    comparison = _tsv(report / "comparison.tsv")
+    assert {r["versus"] for r in comparison} == {"specialists"} and {r["metric"] for r in comparison} == {
+        "dice", "nsd", "hd", "hd95"}
+    summary = _tsv(report / "summary.tsv")
+    assert {r["versus"] for r in summary if r["scope"] == "mutual"} == {"specialists"}
+
+
 # --- reruns decided by Snakemake (issue 17, item 8). Keep this section LAST: it changes the finished run. ---
 
 

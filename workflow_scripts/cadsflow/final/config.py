@@ -23,7 +23,7 @@ BELOW_THRESHOLD = "below_threshold"  # every structure with 0 < p < threshold is
 NO_MINORITY = "none"  # no minority classes: uniform images, stock patch sampling
 BRAIN_VOXELS_ABOVE = "brain_voxels_above"
 STRUCTURES_PRESENT_AT_LEAST = "structures_present_at_least"
-_SECTIONS = ("oversampling", "head_subsets", "epochs_by_group")
+_SECTIONS = ("oversampling", "head_subsets", "head_subsets_by_preset", "epochs_by_group")
 _RULE_KEYS = {
     BRAIN_VOXELS_ABOVE: ("rule", "count_group", "structure", "voxels"),
     STRUCTURES_PRESENT_AT_LEAST: ("rule", "count_group", "structures"),
@@ -74,11 +74,18 @@ def oversampling_rule(group: int, path: str | Path = FINAL_YAML, space: LabelSpa
     return OversamplingRule(threshold=float(threshold), minority=minority)
 
 
-def head_subset_rules(path: str | Path = FINAL_YAML, space: LabelSpace | None = None) -> dict[int, HeadSubsetRule]:
-    """The head groups' subset rules, by group; a group without an entry trains on all its non-test volumes."""
+def head_subset_rules(path: str | Path = FINAL_YAML, space: LabelSpace | None = None,
+                      preset: str | None = None) -> dict[int, HeadSubsetRule]:
+    """The head groups' subset rules, by group; a group without an entry trains on all its non-test volumes.
+
+    With `preset`, that preset's entries of `head_subsets_by_preset` replace constants of the rules (not the rule).
+    """
     path = Path(path)
-    section = _section(_read(path), "head_subsets", path)
-    return {group: _subset_rule(group, entry, path, space) for group, entry in section.items()}
+    table = _read(path)
+    section = _section(table, "head_subsets", path)
+    overrides = _preset_subset_overrides(table, preset, section, path) if preset else {}
+    return {group: _subset_rule(group, {**entry, **overrides.get(group, {})}, path, space)
+            for group, entry in section.items()}
 
 
 def load_final_preset(name: str, path: str | Path = FINAL_YAML) -> Preset:
@@ -106,6 +113,19 @@ def final_preset_for_group(name: str, group: int, path: str | Path = FINAL_YAML)
     if not isinstance(epochs, int) or isinstance(epochs, bool) or epochs < 1:
         raise FinalConfigError(f"{path}: epochs_by_group.{name}.{group} must be a positive integer, got {epochs!r}")
     return dataclasses.replace(preset, schedule={**preset.schedule, "epochs": epochs})
+
+
+def _preset_subset_overrides(table: dict, preset: str, rules: dict, path: Path) -> dict[int, dict]:
+    overrides = (table.get("head_subsets_by_preset") or {}).get(preset) or {}
+    where = f"{path}: head_subsets_by_preset.{preset}"
+    if not isinstance(overrides, dict):
+        raise FinalConfigError(f"{where} must be a mapping group -> constants, got {overrides!r}")
+    for group, entry in overrides.items():
+        if group not in rules:
+            raise FinalConfigError(f"{where}: group {group!r} has no rule in head_subsets")
+        if not isinstance(entry, dict) or "rule" in entry:
+            raise FinalConfigError(f"{where}.{group}: expected the rule's constants (not `rule`), got {entry!r}")
+    return overrides
 
 
 def _minority_choice(value, group: int, where: str, space: LabelSpace | None) -> str | tuple[str, ...]:

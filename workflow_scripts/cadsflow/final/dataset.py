@@ -56,10 +56,12 @@ class TrainingSet:
 
 def prepare_training_data(group: int, candidates: Sequence[FinalCandidate], provenance_tables: Sequence[str | Path],
                           dataset_dir: str | Path, counts_out: str | Path, table_out: str | Path,
-                          config_path: str | Path = FINAL_YAML, space: LabelSpace | None = None) -> TrainingSet:
-    """Steps 1-5 of the module docstring: write the count table, the oversampling table and the raw dataset."""
+                          config_path: str | Path = FINAL_YAML, space: LabelSpace | None = None,
+                          preset: str | None = None) -> TrainingSet:
+    """Steps 1-5 of the module docstring: write the count table, the oversampling table and the raw dataset.
+    `preset` selects its head-subset constants (config/final.yaml head_subsets_by_preset)."""
     space = space or load_label_space()
-    training = select_training_set(group, candidates, provenance_tables, config_path, space)
+    training = select_training_set(group, candidates, provenance_tables, config_path, space, preset)
     ids = [c.volume_id for c in training.cases]
     counts = label_count_table_from_provenance(provenance_tables, group, ids, space)
     write_count_table(counts, counts_out)
@@ -73,11 +75,12 @@ def prepare_training_data(group: int, candidates: Sequence[FinalCandidate], prov
 
 
 def select_training_set(group: int, candidates: Sequence[FinalCandidate], provenance_tables: Sequence[str | Path],
-                        config_path: str | Path = FINAL_YAML, space: LabelSpace | None = None) -> TrainingSet:
+                        config_path: str | Path = FINAL_YAML, space: LabelSpace | None = None,
+                        preset: str | None = None) -> TrainingSet:
     """The candidates with an image and an assembled map; for a head group those its subset rule keeps."""
     space = space or load_label_space()
     available = [c for c in candidates if _usable(c, group)]
-    rules = head_subset_rules(config_path, space)
+    rules = head_subset_rules(config_path, space, preset)
     if group in rules and available:
         rule = rules[group]
         counts = label_count_table_from_provenance(provenance_tables, rule.count_group,
@@ -89,7 +92,7 @@ def select_training_set(group: int, candidates: Sequence[FinalCandidate], proven
         if not cases:
             raise FinalDatasetError(
                 f"group {group}: none of {len(available)} candidate volumes passes the head subset rule {rule} "
-                f"(config {config_path}: head_subsets.{group}); nothing to train the final model on")
+                f"(config {config_path}: head_subsets.{group}, preset {preset}); nothing to train the final model on")
     else:
         cases = available
     if not cases:
