@@ -146,6 +146,6 @@ def test_predict_stage_of_a_run_waits_for_its_final_models(tmp_path):
     sheet = tmp_path / "predict.tsv"
     sheet.write_text(f"volume_id\timage\nct_a\t{image}\n")
     config = write_config(tmp_path, predict={"sheet": str(sheet), "groups": [551]})
-    proc = snakemake(tmp_path, "-n", "--quiet", "rules", "results/predict/predict.0000.tsv", config=config)
+    proc = snakemake(tmp_path, "results/predict/predict.0000.tsv", "-n", "--quiet", "rules", config=config)
     jobs = dict(line.split()[:2] for line in proc.stdout.splitlines() if line.startswith("final_"))
     assert jobs.get("final_train") == "1" and "final_predict" not in jobs, proc.stdout
