@@ -117,6 +117,36 @@ def test_block_flavor_tie_goes_to_higher_mean_dice_then_to_flavor_order():
     assert choose_block_flavor(rows, ("Pseudo", "GT", "Shape")) == "Pseudo"
 
 
+def scored(structure, first, **dice):
+    """A priority row with every flavor's mean Dice (first flavor's from them), as cadsflow.ranking writes."""
+    return PriorityRow(structure, 900, first, "", "", dice[first], 0.0, tuple(dice.items()))
+
+
+def test_block_flavor_is_the_best_over_the_whole_block_not_the_one_first_most_often():
+    # GT wins v1 and v2 narrowly but misses v3 (Dice 0): over the block Shape is better (0.9 vs 0.633)
+    rows = [scored("v1", "GT", GT=0.95, Shape=0.9), scored("v2", "GT", GT=0.95, Shape=0.9),
+            scored("v3", "Shape", GT=0.0, Shape=0.9)]
+    assert choose_block_flavor(rows, FLAVORS) == "Shape"
+    unit = merge_order(rows, [SPINE], FLAVORS)[0]
+    assert (unit.name, unit.flavor, unit.mean_dice) == ("spine", "Shape", pytest.approx(0.9))
+
+
+def test_block_flavor_is_one_that_is_first_somewhere_so_its_predictions_exist_for_every_volume():
+    # Pseudo has the best block mean (0.85) but is first for no structure: flavor_predict never runs it on the
+    # non-test volumes. Of GT (mean 0.6) and Shape (0.7), Shape takes the block.
+    rows = [scored("v1", "GT", GT=0.9, Pseudo=0.85, Shape=0.6), scored("v2", "Shape", GT=0.3, Pseudo=0.85,
+                                                                         Shape=0.8)]
+    assert choose_block_flavor(rows, FLAVORS) == "Shape"
+
+
+def test_block_means_use_only_structures_every_candidate_has_a_dice_for():
+    # v3 has no GT score (NaN): the means are over v1 and v2 only, where GT (0.8) beats Shape (0.7); with v3
+    # Shape's mean would fall to 0.5, and Shape is first for two of the three
+    rows = [scored("v1", "GT", GT=0.8, Shape=0.7), scored("v2", "Shape", GT=0.8, Shape=0.7),
+            scored("v3", "Shape", GT=math.nan, Shape=0.1)]
+    assert choose_block_flavor(rows, FLAVORS) == "GT"
+
+
 def test_vertebra_block_is_painted_from_one_flavor_even_where_structures_chose_others():
     # v1 and v3 chose Pseudo, v2 chose GT: the block takes Pseudo for all three, so v2 comes from Pseudo's map.
     maps = {"GT": line(0, 5, 5, 5, 0, 0), "Pseudo": line(4, 4, 5, 6, 6, 0)}
@@ -206,6 +236,7 @@ def test_read_priority_takes_the_first_flavors_mean_dice_from_the_rankings_per_f
     rows = read_priority(path, 551, gt_shares={"spleen": 0.25})
     assert [(r.structure, r.mean_dice_first, r.gt_share) for r in rows][0] == ("spleen", 0.93, 0.25)
     assert rows[1].mean_dice_first == 0.96 and math.isnan(rows[1].gt_share)
+    assert rows[0].flavor_dice == (("GT", 0.81), ("Pseudo", 0.93), ("Shape", 0.90))
 
 
 def test_read_gt_shares_reads_a_structure_table(tmp_path):

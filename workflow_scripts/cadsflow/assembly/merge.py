@@ -4,7 +4,9 @@ The ranking (results/ranking/priority.tsv) chose a flavor per structure and meas
 paints structures from least to most reliable, so that where predictions of different structures overlap, the
 more reliable one wins:
 1. merge units: every structure is a unit, except serially repeating ones (blocks.py: cervical, thoracic and
-   lumbar vertebrae, all ribs), which are one unit each, taken from a single flavor (choose_block_flavor);
+   lumbar vertebrae, all ribs), which are one unit each, taken from a single flavor (choose_block_flavor: among
+   the flavors ranked first for some structure of the block, the one with the highest mean Dice over the block's
+   structures);
 2. units are painted in ascending order of mean Dice of their selected flavor; at equal Dice the unit with the
    larger share of ground truth in its training data is painted later (it wins); a last tie goes by name;
 3. the volume's own exact ground truth replaces the prediction of each structure it has: that structure's
@@ -29,6 +31,7 @@ from cadsflow.assembly.provenance import GROUND_TRUTH, AssemblyRow, provenance_r
 
 PRIORITY_COLUMNS = ("structure", "group", "first")  # required; the rest: read_priority
 DICE_FIRST = "mean_dice_first"
+DICE_PREFIX = "mean_dice_"  # the ranking's mean_dice_<flavor> columns
 GT_SHARE = "gt_share"
 
 
@@ -43,6 +46,10 @@ class PriorityRow:
     third: str
     mean_dice_first: float  # mean Dice of the selected (first) flavor; NaN when unknown
     gt_share: float  # share of ground truth in the structure's training data
+    flavor_dice: tuple[tuple[str, float], ...] = ()  # (flavor, mean Dice) of every ranked flavor, where known
+
+    def dice_of(self, flavor: str) -> float:
+        return dict(self.flavor_dice).get(flavor, math.nan)
 
 
 @dataclass(frozen=True)
@@ -115,22 +122,44 @@ def merge_order(
 
 
 def block_unit(name: str, rows: Sequence[PriorityRow], flavor_order: Sequence[str]) -> MergeUnit:
-    """A block as one unit: its flavor (choose_block_flavor), ranked by the mean Dice of that flavor over the
-    structures it is first for, and by the block's mean ground-truth share."""
+    """A block as one unit: its flavor (choose_block_flavor), ranked by that flavor's mean Dice over the block
+    (block_dice; without per-flavor Dice: over the structures it is first for), and by the block's mean
+    ground-truth share."""
     flavor = choose_block_flavor(rows, flavor_order)
-    dice = _nanmean([r.mean_dice_first for r in rows if r.first == flavor])
+    dice = block_dice(rows, _first_flavors(rows, flavor_order)).get(flavor)
+    if dice is None:
+        dice = _nanmean([r.mean_dice_first for r in rows if r.first == flavor])
     share = _nanmean([r.gt_share for r in rows])
     return MergeUnit(name, tuple(r.structure for r in rows), flavor, dice, share)
 
 
 def choose_block_flavor(rows: Sequence[PriorityRow], flavor_order: Sequence[str]) -> str:
-    """The flavor ranked first for most of the block's structures; a tie goes to the higher mean Dice over the
-    structures each tied flavor is first for, then to the flavor listed first in `flavor_order`."""
+    """The block's single flavor: among the flavors ranked first for at least one of its structures (only those
+    predict every volume: the flavor_predict stage runs the selected flavors), the one with the highest mean Dice
+    over the block's structures (block_dice), so a flavor that wins many structures narrowly but misses others
+    does not take the block; without per-flavor Dice (or a tie), the flavor first for most structures; then the
+    higher mean Dice over the structures each is first for; then the flavor listed first in `flavor_order`."""
     for row in rows:
         _check_flavor(row.first, flavor_order, row.structure)
-    counts = {f: sum(r.first == f for r in rows) for f in flavor_order}
-    dice = {f: _finite_or_lowest(_nanmean([r.mean_dice_first for r in rows if r.first == f])) for f in flavor_order}
-    return max(flavor_order, key=lambda f: (counts[f], dice[f], -flavor_order.index(f)))
+    candidates = _first_flavors(rows, flavor_order)
+    over_block = block_dice(rows, candidates)
+    counts = {f: sum(r.first == f for r in rows) for f in candidates}
+    dice = {f: _finite_or_lowest(_nanmean([r.mean_dice_first for r in rows if r.first == f])) for f in candidates}
+    return max(candidates, key=lambda f: (over_block.get(f, -math.inf), counts[f], dice[f],
+                                          -flavor_order.index(f)))
+
+
+def block_dice(rows: Sequence[PriorityRow], flavors: Sequence[str]) -> dict[str, float]:
+    """Each flavor's mean Dice over the block's structures that every one of `flavors` has a Dice for (the same
+    structures for all, so the means compare); empty when there is no such structure."""
+    common = [r for r in rows if all(math.isfinite(r.dice_of(f)) for f in flavors)]
+    if not common:
+        return {}
+    return {f: sum(r.dice_of(f) for r in common) / len(common) for f in flavors}
+
+
+def _first_flavors(rows: Sequence[PriorityRow], flavor_order: Sequence[str]) -> list[str]:
+    return [f for f in flavor_order if any(r.first == f for r in rows)]
 
 
 def paint_units(
@@ -188,7 +217,8 @@ def read_priority(
     """The priority table's rows (of one group if given); raise naming the file on a missing column or value.
 
     The selected flavor's mean Dice is the column `mean_dice_first`, or else the ranking's `mean_dice_<flavor>`
-    of the row's first flavor (what cadsflow.ranking writes). The ground-truth share is the column `gt_share`,
+    of the row's first flavor (what cadsflow.ranking writes); every `mean_dice_<flavor>` column also goes to the
+    row's flavor_dice (the block flavor's choice). The ground-truth share is the column `gt_share`,
     else `gt_shares[structure]`, else unknown (NaN: lowest, so an equal-Dice tie then goes by name).
     """
     path = Path(path)
@@ -198,6 +228,7 @@ def read_priority(
         missing = [c for c in PRIORITY_COLUMNS if c not in columns]
         if missing:
             raise ValueError(f"{path}: priority table lacks columns {missing}")
+        flavor_columns = [c for c in columns if c.startswith(DICE_PREFIX) and c != DICE_FIRST]
         rows = []
         for line, r in enumerate(reader, start=2):
             if group is not None and r["group"].strip() != str(group):
@@ -208,8 +239,10 @@ def read_priority(
                 if dice is None:
                     raise ValueError(f"no {DICE_FIRST} column and no mean_dice_{first} column for flavor {first!r}")
                 share = r[GT_SHARE] if GT_SHARE in columns else (gt_shares or {}).get(r["structure"].strip(), "")
+                per_flavor = tuple((c[len(DICE_PREFIX):], _float(r[c])) for c in flavor_columns)
                 rows.append(PriorityRow(r["structure"].strip(), int(r["group"]), first, (r.get("second") or "").strip(),
-                                        (r.get("third") or "").strip(), _float(dice), _float(str(share))))
+                                        (r.get("third") or "").strip(), _float(dice), _float(str(share)),
+                                        per_flavor))
             except (TypeError, ValueError, AttributeError) as exc:
                 raise ValueError(f"{path}:{line}: cannot parse priority row ({exc})") from None
     if group is not None and not rows:
