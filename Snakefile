@@ -27,6 +27,7 @@ localrules:
     gt_phantom_atlas,
     demo_cohort,
     shape_qc_exclude,
+    dataset_card,
 
 
 include: "rules/common.smk"

@@ -55,15 +55,12 @@ def as_flavor_args(wc):
 
 def as_training_datasets():
     """(stage, group, dataset.json) of the specialists, each flavor and the final model, every group."""
-    # TODO(lead): use fn_dataset_json directly once rules/final_lookups.smk defines it (it lands in parallel);
-    # until then the card's final row stays blank (unknown), as for any count without a dataset.json.
-    final_json = globals().get("fn_dataset_json")
     return training_datasets(
         SP_GROUPS,
         FL_FLAVORS,
         lambda g: f"{GT_NNUNET_RAW}/{GROUP_TRAINING[g].dataset_name}/dataset.json",
         fl_dataset_json,
-        final_json,
+        fn_dataset_json,  # rules/final_lookups.smk (included after this file; called at DAG time)
     )
 
 
@@ -75,11 +72,4 @@ def as_card_args(wc):
     return " ".join(shlex.quote(w) for w in dataset_json_args(as_training_datasets()))
 
 
-# TODO(lead): drop this guard when the flavors, flavor_predict and ranking stages are wired (they land in
-# parallel): until their lookups exist, the assembly's jobs cannot be built and stay out of `all`.
-AS_UPSTREAM = ("fp_report_of", "fp_prediction_dir", "fl_dataset_json", "FL_FLAVORS")
-AS_TARGETS = (
-    [as_provenance(b) for b in BATCHES] + list(AS_CARD.values())
-    if all(name in globals() for name in AS_UPSTREAM)
-    else []
-)
+AS_TARGETS = [as_provenance(b) for b in BATCHES] + list(AS_CARD.values())
