@@ -5,20 +5,11 @@
 from types import SimpleNamespace
 
 from cadsflow.flavors.predict_plan import part_count, part_shards, part_volumes
-from cadsflow.flavors.settings import load_flavor_names
 
-# The flavor models come from rules/flavors.smk (contract: fl_model_marker, FL_FLAVORS). Until that stage defines
-# them, the marker path is the contract's and this stage adds no targets (nothing would make the models).
-FP_MODELS_PLANNED = "fl_model_marker" in globals()
-if not FP_MODELS_PLANNED:
-
-    def fl_model_marker(group, flavor):
-        return f"results/flavors/{flavor}/models/{group}.done"
-
-
+# The flavor models are rules/flavors.smk's (fl_model_marker, FL_FLAVORS; included before this file).
 FP = config["flavors"]
 FP_CONFIG = project_path(FP["config"])
-FP_FLAVORS = list(globals().get("FL_FLAVORS") or load_flavor_names(FP_CONFIG))
+FP_FLAVORS = list(FL_FLAVORS)
 FP_DIR = "results/flavors/predictions"  # {group}/{flavor}/{volume_id}.nii.gz, {group}/validation.tsv, part_{k}.tsv
 # the validation volumes: predicted by every flavor in one job per group, scored by the ranking
 FP_VALIDATION = sorted(volumes_in_split(FP["validation_split"]))
@@ -99,9 +90,6 @@ def fp_job_runtime(n_volumes):
     return int(SP_PRESET.infer_runtime_min_per_volume * n_volumes * len(FP_FLAVORS)) + 5
 
 
-FP_TARGETS = (
-    [fp_validation_report(g) for g in SP_GROUPS]
-    + [fp_part_report(g, p) for g in SP_GROUPS for p in FP_PARTS]
-    if FP_MODELS_PLANNED
-    else []
-)
+FP_TARGETS = [fp_validation_report(g) for g in SP_GROUPS] + [
+    fp_part_report(g, p) for g in SP_GROUPS for p in FP_PARTS
+]

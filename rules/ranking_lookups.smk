@@ -8,14 +8,6 @@ RK_FIGURE = f"{RK_DIR}/priority.png"
 # the labelled validation volumes: what the flavors are scored on
 RK_SCORED = [v for v in FP_VALIDATION if VOLUMES[v].has_label]
 
-if (
-    "fl_gt_share" not in globals()
-):  # until rules/flavors_lookups.smk defines it (contract)
-
-    def fl_gt_share(group, flavor):
-        name = GROUP_TRAINING[int(group)].dataset_name
-        return f"results/flavors/{flavor}/nnUNet_raw/{name}/cads_gt_share.tsv"
-
 
 def rk_scores(group):
     return f"{RK_DIR}/scores/{group}.tsv"
@@ -48,4 +40,4 @@ def rk_gt_share_args():
     )
 
 
-RK_TARGETS = [RK_PRIORITY, RK_FIGURE] if FP_MODELS_PLANNED else []
+RK_TARGETS = [RK_PRIORITY, RK_FIGURE]
