@@ -28,6 +28,7 @@ localrules:
     demo_cohort,
     shape_qc_exclude,
     dataset_card,
+    rank_flavors,
 
 
 include: "rules/common.smk"
