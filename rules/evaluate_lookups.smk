@@ -1,4 +1,5 @@
-# Lookups of the evaluate stage (rules/evaluate.smk includes this file at its top): test batches, references, predictions, baselines and report files.
+# Lookups of the evaluate stage (rules/evaluate.smk includes this file at its top): test batches, references,
+# the model's and the compared systems' predictions, baselines and report files.
 # Parse-time code: cheap at 22,022 volumes (dictionary lookups, no file scans).
 
 from cadsflow.evaluation.baseline import baseline_mapping_path
