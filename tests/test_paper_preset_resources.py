@@ -28,6 +28,8 @@ PAPER_SOURCE_NAMES = {  # demo source -> the paper's source of the same role (co
 }
 GPU_RULES = {"train_specialist", "pseudolabel_shard"}  # the specialists' preset (config/presets.yaml)
 SHAPE_QC_GPU_RULES = {"shape_qc_train", "shape_qc_score"}  # the shape prior's paper preset (config/shape_qc.yaml)
+# the second half's trainings and predictions: flavors (config/flavors.yaml) and the final model (config/final.yaml)
+MODEL_GPU_RULES = {"flavor_train", "flavor_validate", "flavor_predict", "final_train", "final_predict"}
 GPU_KEYS = {"gpu", "gpu_model", "gres"}
 GROUPS = [str(g) for g in range(551, 560)]
 DRY_RUN_CORES = 64  # above every rule's threads, so the printed threads are the rules' own, not capped
@@ -65,6 +67,7 @@ def workdir(tmp_path_factory):
 
     spec = yaml.safe_load((REPO / SMALL_COHORT).read_text())
     spec["sources"] = {PAPER_SOURCE_NAMES[name]: src for name, src in spec["sources"].items()}
+    spec["sources"]["totalsegmentator"]["test_cases"] = ["case001"]  # a test volume: the final model predicts it
     (work / "cohort.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
     build_demo_cohort(work / "demo", work / "cohort.yaml")
     return work
@@ -105,10 +108,18 @@ def test_shape_prior_training_and_scoring_ask_for_one_gpu_under_the_paper_preset
     assert {j["resources"].get("gpu") for j in jobs} == {"1"}
 
 
+@pytest.mark.parametrize("rule", sorted(MODEL_GPU_RULES))
+def test_flavor_and_final_trainings_and_predictions_ask_for_one_gpu_per_group_under_the_paper_preset(paper_jobs, rule):
+    jobs = [j for j in paper_jobs if j["rule"] == rule]
+    assert sorted({j["wildcards"]["group"] for j in jobs}) == GROUPS
+    assert {j["resources"].get("gpu") for j in jobs} == {"1"}
+
+
 def test_no_cpu_rule_of_the_paper_preset_asks_for_a_gpu(paper_jobs):
-    cpu_jobs = [j for j in paper_jobs if j["rule"] not in GPU_RULES | SHAPE_QC_GPU_RULES]
+    cpu_jobs = [j for j in paper_jobs if j["rule"] not in GPU_RULES | SHAPE_QC_GPU_RULES | MODEL_GPU_RULES]
     assert {"standardize", "gt_batch", "gt_group_dataset", "plan_specialist", "pseudolabel_status",
-            "shape_qc_exclude", "shape_qc_gallery"} <= {
+            "shape_qc_exclude", "shape_qc_gallery", "flavor_images", "flavor_dataset", "flavor_scores",
+            "rank_flavors", "assemble_batch", "dataset_card", "final_dataset"} <= {
         j["rule"] for j in cpu_jobs}
     assert [(j["rule"], k) for j in cpu_jobs for k in j["resources"] if k in GPU_KEYS] == []
 

@@ -28,7 +28,22 @@ STEP_OF = [
     (re.compile(r"^pseudolabel/status"), "pseudolabel status"),
     (re.compile(r"^gt/dataset/"), "gt dataset"),
     (re.compile(r"^gt/anonymize/"), "gt anonymize"),
+    (re.compile(r"^shape_qc/\d+/train"), "shape_qc train"),
+    (re.compile(r"^shape_qc/\d+/part_"), "shape_qc score"),
+    (re.compile(r"^flavors/images/"), "flavor images"),
+    (re.compile(r"^flavors/\w+/dataset_"), "flavor dataset+plan"),
+    (re.compile(r"^flavors/\w+/train_"), "flavor train"),
+    (re.compile(r"^flavor_predict/\d+/validation"), "flavor validate"),
+    (re.compile(r"^flavor_predict/\d+/part_"), "flavor predict"),
+    (re.compile(r"^ranking/scores_"), "flavor scores"),
+    (re.compile(r"^ranking/rank"), "rank flavors"),
+    (re.compile(r"^assembly/dataset_card"), "dataset card"),
+    (re.compile(r"^final/dataset_"), "final dataset+plan"),
+    (re.compile(r"^final/train_"), "final train"),
+    (re.compile(r"^final/predict_"), "final predict"),
 ]
+# The logs whose "volume V: group G predicted in S s" lines time one prediction (one volume, one model).
+PREDICTION_LOGS = {"pseudo-labels": "pseudolabel", "flavors": "flavor_predict", "final model": "final"}
 
 
 def main(argv=None) -> int:
@@ -42,10 +57,11 @@ def main(argv=None) -> int:
     if not jobs:
         raise SystemExit(f"{root / 'benchmarks'}: no benchmark TSVs of a finished run")
     print_table(jobs)
-    predictions = prediction_seconds(root / "logs" / "pseudolabel")
-    if predictions:
-        print(f"\nprediction per volume and group (from {len(predictions)} 'predicted in' log lines): "
-              f"median {statistics.median(predictions):.2f} s, max {max(predictions):.2f} s")
+    for what, folder in PREDICTION_LOGS.items():
+        predictions = prediction_seconds(root / "logs" / folder)
+        if predictions:
+            print(f"\n{what}: prediction per volume and model (from {len(predictions)} 'predicted in' log lines): "
+                  f"median {statistics.median(predictions):.2f} s, max {max(predictions):.2f} s")
     wall = sum(j["s"] for j in jobs)
     print(f"\nsum of job wall seconds {wall:.0f} s over {len(jobs)} jobs (jobs overlap when cores allow)")
     return 0
