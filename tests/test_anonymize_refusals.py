@@ -2,8 +2,9 @@
 output results/anonymized/{batch}/{volume_id}/image.nii.gz.
 
 A released image is the standardized CT with the dilated face region replaced by its sigma-5 Gaussian blur and every
-other voxel bit-identical. When the face mask is missing, empty or on another grid the job refuses (AnonymizeError
-naming the volume) and writes no image for that volume; a volume quarantined at standardization has no image and is
+other voxel bit-identical. When the face mask is missing or on another grid the job refuses (AnonymizeError naming the
+volume) and writes no image for that volume; when it holds no face the volume is withheld (no image, a line in the
+batch's withheld.tsv) and its batch-mates are released; a volume quarantined at standardization has no image and is
 left out without an error (pseudo-labeling writes no face mask for it).
 """
 
@@ -83,7 +84,8 @@ def test_released_image_is_blurred_inside_the_dilated_face_and_bit_identical_els
 
 def test_a_quarantined_volume_without_a_face_mask_is_left_out_without_error(cohort):
     out = _anonymize(cohort, ["head_a", "head_q"])
-    assert sorted(p.name for p in out.iterdir()) == ["head_a"]
+    assert sorted(p.name for p in out.iterdir()) == ["head_a", "withheld.tsv"]
+    assert (out / "withheld.tsv").read_text() == "volume_id\tface_mask\treason\n"  # quarantined is not withheld
 
 
 def test_a_missing_face_mask_refuses_the_volume_naming_it_and_the_mask(cohort):
@@ -103,13 +105,21 @@ def test_a_face_mask_on_another_grid_refuses_the_volume_naming_both_shapes(cohor
     assert not (root / "anonymized" / "src.0000" / "head_c" / "image.nii.gz").exists()
 
 
-def test_a_face_mask_without_the_face_value_refuses_the_volume_as_empty(cohort):
+def test_a_face_mask_without_the_face_value_withholds_the_volume_and_releases_its_batch_mates(cohort):
     root, batch_dir, faces, _ = cohort
     _standardized(batch_dir, "head_d", seed=4)
     _face_mask(faces, "head_d", value=FACE_VALUE + 2)  # the face structure was not predicted
-    with pytest.raises(AnonymizeError, match=r"volume head_d.*empty"):
-        _anonymize(cohort, ["head_d"])
-    assert not (root / "anonymized" / "src.0000" / "head_d" / "image.nii.gz").exists()
+    out = _anonymize(cohort, ["head_a", "head_d"])
+    assert not (out / "head_d").exists()  # never released unblurred
+    assert (out / "head_a" / "image.nii.gz").is_file()
+    rows = [line.split("\t") for line in (out / "withheld.tsv").read_text().splitlines()]
+    assert rows[0] == ["volume_id", "face_mask", "reason"] and len(rows) == 2
+    assert rows[1][0] == "head_d" and rows[1][1].endswith("553/head_d.nii.gz") and "face mask is empty" in rows[1][2]
+
+
+def test_a_batch_with_every_face_found_has_an_empty_withheld_table(cohort):
+    out = _anonymize(cohort, ["head_a"])
+    assert (out / "withheld.tsv").read_text() == "volume_id\tface_mask\treason\n"
 
 
 def test_anonymize_volume_writes_nothing_when_it_refuses(tmp_path):

@@ -180,6 +180,62 @@ def test_the_predict_rule_segments_a_sheet_of_new_cts_with_the_demo_models_and_r
 # --- flavors: datasets and training (issue 12) ---
 
 
+def _flavor_dataset(demo, flavor, group):
+    return next(demo.glob(f"results/flavors/{flavor}/nnUNet_raw/Dataset{group}_*"))
+
+
+def test_27_flavor_models_are_trained_with_the_flavor_trainer_on_the_flavor_configuration(demo):
+    markers = sorted(demo.glob("results/flavors/*/models/*.done"))
+    assert len(markers) == 27
+    for flavor in ("GT", "Pseudo", "Shape"):
+        found = sorted(m.stem for m in (demo / f"results/flavors/{flavor}/models").glob("*.done"))
+        assert found == [str(g) for g in range(551, 560)], flavor
+    for marker in markers:
+        record = json.loads(marker.read_text())
+        assert (record["trainer"], record["plans"], record["configuration"]) == (
+            "nnUNetTrainerCadsFlavorSmoke", "nnUNetPlansCadsFlavorSmoke", "3d_cads_flavor"), marker
+        assert Path(record["checkpoint"]).is_file() and Path(record["model_dir"]).is_dir()
+
+
+def test_flavor_training_sets_gt_is_the_specialists_and_shape_is_pseudo_minus_shape_qc_exclusions(demo):
+    splits = {r["volume_id"]: r["split"] for r in _tsv(demo / "demo/volumes.tsv")}
+    shape_smaller = []
+    for group in range(551, 560):
+        specialist = json.loads(next(demo.glob(f"results/specialists/nnUNet_raw/Dataset{group}_*/dataset.json"))
+                                .read_text())
+        counts, cases = {}, {}
+        for flavor in ("GT", "Pseudo", "Shape"):
+            folder = _flavor_dataset(demo, flavor, group)
+            counts[flavor] = json.loads((folder / "dataset.json").read_text())["numTraining"]
+            cases[flavor] = {r["volume_id"] for r in _tsv(folder / "cads_cases.tsv")}
+            assert len(cases[flavor]) == counts[flavor] == len(list((folder / "labelsTr").iterdir())), (group, flavor)
+            share = _tsv(folder / "cads_gt_share.tsv")
+            assert all(int(r["n_from_gt"]) <= int(r["n_volumes_with_structure"]) <= counts[flavor] for r in share)
+        assert counts["GT"] == specialist["numTraining"], group
+        assert not {v for v in cases["Pseudo"] if splits[v] == "test"}, group  # held-out volumes never train
+        excluded = {r["volume_id"] for r in _tsv(demo / f"results/shape_qc/{group}/excluded.tsv")}
+        assert cases["Shape"] == cases["Pseudo"] - excluded, group
+        if excluded & cases["Pseudo"]:
+            assert counts["Shape"] < counts["Pseudo"], group
+            shape_smaller.append(group)
+    assert shape_smaller  # shape QC excluded someone somewhere (10% of each group's scored pseudo-labels)
+
+
+def test_flavor_images_are_percentile_scaled_to_0_1_and_the_plans_carry_the_papers_topology(demo):
+    for image in demo.glob("results/flavors/images/*/*.nii.gz"):
+        data = np.asarray(nib.load(image).dataobj)
+        assert data.min() == 0.0 and data.max() == 1.0, image
+    for group in range(551, 560):
+        pattern = f"results/flavors/Pseudo/nnUNet_preprocessed/Dataset{group}_*/nnUNetPlansCadsFlavorSmoke.json"
+        plans = json.loads(next(demo.glob(pattern)).read_text())
+        flavor = plans["configurations"]["3d_cads_flavor"]
+        kwargs = flavor["architecture"]["arch_kwargs"]
+        assert flavor["architecture"]["network_class_name"].endswith(".ResidualUNet")
+        assert flavor["normalization_schemes"] == ["NoNormalization"]
+        assert (kwargs["n_stages"], kwargs["n_blocks_per_stage"], kwargs["nonlin"]) == (
+            5, [2] * 5, "torch.nn.modules.activation.PReLU")
+
+
 # --- flavors: validation and flavor predictions (issue 12) ---
 
 FLAVORS = ("GT", "Pseudo", "Shape")
@@ -402,6 +458,24 @@ def test_evaluation_scores_the_final_model_and_compares_it_with_the_specialists(
         "dice", "nsd", "hd", "hd95"}
     summary = _tsv(report / "summary.tsv")
     assert {r["versus"] for r in summary if r["scope"] == "mutual"} == {"specialists"}
+
+
+# --- anonymization ---
+
+
+def test_every_new_head_ct_is_released_blurred_or_withheld_with_a_reason_never_released_unblurred(demo):
+    folders = sorted((demo / "results/anonymized").iterdir())
+    assert folders
+    for folder in folders:
+        withheld = {r["volume_id"]: r for r in _tsv(folder / "withheld.tsv")}
+        released = {p.name for p in folder.iterdir() if p.is_dir()}
+        members = {p.name for p in (demo / "results/standardized" / folder.name).iterdir() if p.is_dir()}
+        assert released | set(withheld) == members and not released & set(withheld), folder.name
+        assert all("face mask is empty" in r["reason"] for r in withheld.values())
+        for volume_id in released:
+            image = np.asanyarray(nib.load(demo / f"results/standardized/{folder.name}/{volume_id}/image.nii.gz").dataobj)
+            blurred = np.asanyarray(nib.load(folder / volume_id / "image.nii.gz").dataobj)
+            assert image.shape == blurred.shape and (image != blurred).any(), volume_id
 
 
 # --- reruns decided by Snakemake (issue 17, item 8). Keep this section LAST: it changes the finished run. ---

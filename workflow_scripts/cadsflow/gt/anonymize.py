@@ -17,8 +17,16 @@ FACE_MARGIN_VOXELS = 3  # our choice: the face mask ends at the skin; blur a few
 GAUSSIAN_TRUNCATE = 4.0  # scipy's default support: 4 sigma
 
 
+WITHHELD_TABLE = "withheld.tsv"  # in a batch's output folder: volumes not released, and why
+
+
 class AnonymizeError(ValueError):
     """The face mask cannot be used for this image; the message names the volume and the problem."""
+
+
+class EmptyFaceMask(AnonymizeError):
+    """No face voxel in the mask: the model found no face (or the field of view holds none). Nothing to blur is
+    indistinguishable from a missed face, so the volume is withheld, never released unblurred."""
 
 
 def blur_face(
@@ -34,7 +42,7 @@ def blur_face(
     region = face_region(face_mask, margin_voxels)
     out = np.array(image, copy=True)
     if not region.any():
-        raise AnonymizeError(f"{where}: the face mask is empty; refusing to release the volume unblurred")
+        raise EmptyFaceMask(f"{where}: the face mask is empty; refusing to release the volume unblurred")
     pad = int(np.ceil(GAUSSIAN_TRUNCATE * sigma_voxels))
     box = _padded_box(region, pad)
     blurred = ndimage.gaussian_filter(
@@ -79,13 +87,22 @@ def anonymize_volume(image_path, face_mask_path, face_value: int, out_path, volu
 
 
 def anonymize_batch(volume_ids, standardized_batch_dir, face_masks, face_value: int, out_batch_dir,
-                    sigma_voxels: float = FACE_BLUR_SIGMA_VOXELS, margin_voxels: int = FACE_MARGIN_VOXELS) -> None:
-    """Blur the faces of a batch: out_batch_dir/{volume_id}/image.nii.gz; a quarantined volume is left out."""
+                    sigma_voxels: float = FACE_BLUR_SIGMA_VOXELS, margin_voxels: int = FACE_MARGIN_VOXELS) -> list[dict]:
+    """Blur the faces of a batch: out_batch_dir/{volume_id}/image.nii.gz; a quarantined volume is left out.
+
+    A volume whose face mask holds no face is withheld: no image, one line (volume_id, face_mask, reason) in
+    out_batch_dir/withheld.tsv (written for every batch, header only when nothing is withheld), and the batch goes
+    on: one missed face among 22,022 volumes is a review item, not a failed job. A missing mask file or a mask on
+    another grid is a pipeline error and fails the job (AnonymizeError). Returns the withheld rows.
+    """
     import json
     import logging
     from pathlib import Path
 
+    from cadsflow.atomic import write_text
+
     log = logging.getLogger(__name__)
+    withheld = []
     for volume_id, face in zip(volume_ids, face_masks):
         folder = Path(standardized_batch_dir) / volume_id
         if json.loads((folder / "record.json").read_text()).get("status") != "ok":
@@ -93,5 +110,12 @@ def anonymize_batch(volume_ids, standardized_batch_dir, face_masks, face_value: 
             continue
         if not Path(face).is_file():
             raise AnonymizeError(f"volume {volume_id}: face mask {face} missing; refusing to release it unblurred")
-        anonymize_volume(folder / "image.nii.gz", face, face_value, Path(out_batch_dir) / volume_id / "image.nii.gz",
-                         volume_id, sigma_voxels, margin_voxels)
+        try:
+            anonymize_volume(folder / "image.nii.gz", face, face_value,
+                             Path(out_batch_dir) / volume_id / "image.nii.gz", volume_id, sigma_voxels, margin_voxels)
+        except EmptyFaceMask as exc:
+            log.warning("%s: withheld, not released: %s", volume_id, exc)
+            withheld.append({"volume_id": volume_id, "face_mask": str(face), "reason": str(exc)})
+    lines = ["volume_id\tface_mask\treason"] + [f"{r['volume_id']}\t{r['face_mask']}\t{r['reason']}" for r in withheld]
+    write_text(Path(out_batch_dir) / WITHHELD_TABLE, "\n".join(lines) + "\n")
+    return withheld
