@@ -160,7 +160,54 @@ def build_stages(counts: dict[str, int], demo: dict[str, float], scale: float, a
         stages.append(Stage("shape_qc_score", "gpu",
                             f"assumed: {args.gpu_seconds_per_shape_score:.0f} GPU-s per pseudo-label",
                             args.gpu_seconds_per_shape_score * 9 * n / jobs / 3600, jobs))
+    _second_half(stages, counts, cpu_per_volume, args)
     return stages
+
+
+FLAVOR_EPOCHS, NNUNET_EPOCHS = 200, 1000  # Online Methods 6.1: flavors 200 epochs; the final model nnU-Net's 1,000
+N_FLAVORS = 3
+
+
+def _second_half(stages, counts, cpu_per_volume, args) -> None:
+    """Flavors, their predictions and ranking, assembly and the final model (issues 12-14)."""
+    n = args.volumes
+    non_test = n * (1 - TEST_SHARE)
+    low, high = PAPER_TRAIN_HOURS
+    train_hours = args.gpu_train_hours or (low + high) / 2
+    predict_s = args.gpu_seconds_per_prediction
+    cpu_per_volume("flavor_images", "flavor images", n)
+    if counts.get("flavor_dataset"):  # nnU-Net preprocessing of GT (labelled) + Pseudo + Shape (non-test) sets
+        jobs = counts["flavor_dataset"]
+        images = 9 * (n * LABELLED_SHARE + 2 * non_test)
+        stages.append(Stage("flavor_dataset", "cpu", "paper: 9 h x 6 cores per 22,000 images, per flavor dataset",
+                            PAPER_PREPROCESS_CPU_H_PER_IMAGE * images / jobs, jobs))
+    if counts.get("flavor_train"):
+        hours = train_hours * FLAVOR_EPOCHS / NNUNET_EPOCHS
+        stages.append(Stage("flavor_train", "gpu", f"scaled: {FLAVOR_EPOCHS} of {NNUNET_EPOCHS} epochs of "
+                            f"{train_hours:.0f} h (the paper gives no flavor time)", hours, counts["flavor_train"]))
+    if counts.get("flavor_validate"):
+        jobs = counts["flavor_validate"]
+        stages.append(Stage("flavor_validate", "gpu", f"assumed: {predict_s:.0f} GPU-s x 3 flavors x test volumes",
+                            predict_s * N_FLAVORS * 9 * n * TEST_SHARE / jobs / 3600, jobs))
+    if counts.get("flavor_predict"):
+        jobs = counts["flavor_predict"]
+        stages.append(Stage("flavor_predict", "gpu", f"assumed: {predict_s:.0f} GPU-s x 3 flavors (upper bound: "
+                            "every flavor first somewhere) x non-test volumes",
+                            predict_s * N_FLAVORS * 9 * non_test / jobs / 3600, jobs))
+    cpu_per_volume("flavor_scores", "flavor scores", 9 * N_FLAVORS * n * TEST_SHARE)
+    cpu_per_volume("assemble_batch", "assembly", n)
+    if counts.get("final_dataset"):
+        jobs = counts["final_dataset"]
+        stages.append(Stage("final_dataset", "cpu", "paper: 9 h x 6 cores per 22,000 images, non-test volumes",
+                            PAPER_PREPROCESS_CPU_H_PER_IMAGE * 9 * non_test / jobs, jobs))
+    if counts.get("final_train"):
+        origin = (f"measured: {train_hours:.0f} h per training" if args.gpu_train_hours
+                  else f"paper: 1,000 epochs in {low:.0f}-{high:.0f} h on one A100 (mid {train_hours:.0f} h)")
+        stages.append(Stage("final_train", "gpu", origin, train_hours, counts["final_train"]))
+    if counts.get("final_predict"):
+        jobs = counts["final_predict"]
+        stages.append(Stage("final_predict", "gpu", f"assumed: {predict_s:.0f} GPU-s per test volume and group",
+                            predict_s * 9 * n * TEST_SHARE / jobs / 3600, jobs))
 
 
 if __name__ == "__main__":
