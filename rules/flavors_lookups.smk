@@ -104,6 +104,8 @@ def fl_dataset_input(wc):
         inputs["gt"] = GT_TARGETS
     if fl_training_set(wc) == SHAPE:
         inputs["excluded"] = f"{SQ_DIR}/{wc.group}/excluded.tsv"
+    if FL["empty_training_set"] == "ground_truth":
+        inputs["specialist"] = f"{sp_raw_dataset(wc.group)}/dataset.json"
     return inputs
 
 
@@ -119,6 +121,8 @@ def fl_dataset_args(wc, input):
         args += " --gt-root results/gt"
     if fl_training_set(wc) == SHAPE:
         args += f" --excluded {shlex.quote(input.excluded)}"
+    if FL["empty_training_set"] == "ground_truth":
+        args += f" --empty-fallback-dataset {shlex.quote(sp_raw_dataset(wc.group))}"
     return args
 
 

@@ -118,10 +118,29 @@ def test_a_volume_without_its_assembled_map_or_image_does_not_train(tmp_path):
     assert [i.volume_id for i in read_table(out / "table.tsv").images] == ["kept"]
 
 
-def test_a_head_subset_that_keeps_no_volume_fails_naming_group_and_rule(tmp_path):
+def _with_empty_head_subset(tmp_path, choice):
+    final_yaml = tmp_path / "final.yaml"
+    text = FINAL_YAML.read_text()
+    assert "empty_head_subset: all_candidates\n" in text
+    final_yaml.write_text(text.replace("empty_head_subset: all_candidates\n", f"empty_head_subset: {choice}\n"))
+    return final_yaml
+
+
+def test_a_head_subset_that_keeps_no_volume_fails_naming_group_and_rule_when_configured_to(tmp_path):
     cands = candidates(tmp_path, 557, ["a"])
+    provenance = tmp_path / "provenance" / "batch.tsv"
+    write_provenance([row("a", 553, "brain", 100)], provenance)
     with pytest.raises(FinalDatasetError, match=r"group 557: none of 1 candidate.*head_subsets\.557"):
-        run_job(tmp_path, 557, cands, [row("a", 553, "brain", 100)])
+        prepare_training_data(557, cands, [provenance], tmp_path / "out" / "Dataset557_Test", tmp_path / "c.tsv",
+                              tmp_path / "t.tsv", _with_empty_head_subset(tmp_path, "fail"), SPACE)
+
+
+def test_a_head_subset_that_keeps_no_volume_trains_on_every_candidate_by_default(tmp_path):
+    cands = candidates(tmp_path, 557, ["a", "b"])
+    rows = [row("a", 553, "brain", 100), row("b", 553, "brain", 1999),
+            row("a", 557, "gray matter", 40), row("b", 557, "gray matter", 40)]
+    training, _, _ = run_job(tmp_path, 557, cands, rows)
+    assert [c.volume_id for c in training.cases] == ["a", "b"]  # no brain over 2,000 voxels: all candidates
 
 
 def test_training_environment_hands_the_table_and_the_groups_epochs_to_the_trainer(tmp_path, monkeypatch):

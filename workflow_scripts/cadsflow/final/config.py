@@ -88,6 +88,18 @@ def head_subset_rules(path: str | Path = FINAL_YAML, space: LabelSpace | None = 
             for group, entry in section.items()}
 
 
+EMPTY_HEAD_SUBSET_CHOICES = ("all_candidates", "fail")
+
+
+def empty_head_subset(path: str | Path = FINAL_YAML) -> str:
+    """What a head group does when no candidate passes its subset rule (config/final.yaml empty_head_subset)."""
+    path = Path(path)
+    value = _read(path).get("empty_head_subset", "fail")
+    if value not in EMPTY_HEAD_SUBSET_CHOICES:
+        raise ValueError(f"{path}: empty_head_subset must be one of {EMPTY_HEAD_SUBSET_CHOICES}, got {value!r}")
+    return value
+
+
 def load_final_preset(name: str, path: str | Path = FINAL_YAML) -> Preset:
     """The final model's preset `name`, read by the specialists' preset loader from config/final.yaml."""
     if name in _SECTIONS:

@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from cadsflow.final.config import FINAL_YAML, head_subset_rules, oversampling_rule
+from cadsflow.final.config import FINAL_YAML, empty_head_subset, head_subset_rules, oversampling_rule
 from cadsflow.final.counts import label_count_table_from_provenance, write_count_table
 from cadsflow.final.oversampling import oversampling_table, write_table
 from cadsflow.final.subsets import training_subset
@@ -90,9 +90,13 @@ def select_training_set(group: int, candidates: Sequence[FinalCandidate], proven
         log.info("group %s: head subset (%s of group %s's assembled maps) keeps %d of %d volumes", group, rule.rule,
                  rule.count_group, len(cases), len(available))
         if not cases:
-            raise FinalDatasetError(
-                f"group {group}: none of {len(available)} candidate volumes passes the head subset rule {rule} "
-                f"(config {config_path}: head_subsets.{group}, preset {preset}); nothing to train the final model on")
+            problem = (f"group {group}: none of {len(available)} candidate volumes passes the head subset rule {rule} "
+                       f"(config {config_path}: head_subsets.{group}, preset {preset})")
+            if empty_head_subset(config_path) == "fail":
+                raise FinalDatasetError(f"{problem}; nothing to train the final model on")
+            log.warning("%s; training on all %d candidates instead (empty_head_subset: all_candidates)", problem,
+                        len(available))
+            cases = available
     else:
         cases = available
     if not cases:

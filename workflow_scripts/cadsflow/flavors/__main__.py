@@ -12,6 +12,7 @@ that re-import the main module. One Python process per job: nnU-Net runs in it (
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 from pathlib import Path
@@ -33,6 +34,9 @@ def main(argv=None) -> int:
     dataset.add_argument("--gt-root", help="Pseudo, Shape: results/gt; given, ground truth overrides pseudo-labels")
     dataset.add_argument("--excluded", help="Shape: shape QC's excluded.tsv of the group")
     dataset.add_argument("--held-out-split", default="test", help="split never trained on (validation volumes)")
+    dataset.add_argument("--empty-fallback-dataset",
+                         help="Pseudo, Shape: when no volume is left, train on this specialist dataset's ground truth "
+                              "instead of failing (config flavors.empty_training_set: ground_truth)")
     train = steps.add_parser("train", help="train the flavor trainer on the planned dataset")
     train.add_argument("--planned", required=True, help="the marker the dataset step wrote")
     for step in (dataset, train):
@@ -90,6 +94,15 @@ def _dataset(args, preset) -> None:
                              pseudo_dir=args.pseudo_dir, held_out_split=args.held_out_split, gt_root=args.gt_root,
                              excluded=args.excluded)
     specialist_json = Path(args.specialist_dataset) / "dataset.json" if args.specialist_dataset else None
+    if not selection.cases and args.empty_fallback_dataset:
+        # e.g. every head volume gated out because group 553 found no brain: the flavor still exists (the ranking
+        # compares it), trained on the group's ground truth; the log and cads_cases.tsv say so
+        logging.getLogger(__name__).warning(
+            "group %s, flavor %s: no training volume left (%s); training on the ground truth of %s instead",
+            args.group, args.flavor, selection.why_empty(), args.empty_fallback_dataset)
+        selection = select_cases(TRAINING_SETS["GT"], args.group, read_image_index(args.images),
+                                 specialist_dataset=args.empty_fallback_dataset)
+        specialist_json = Path(args.empty_fallback_dataset) / "dataset.json"
     write_flavor_dataset(args.group, args.flavor, selection, args.dataset, specialist_json)
     dirs = _dirs(args)
     # nnU-Net reads its folders from the environment: this job's process is the one place that sets them
