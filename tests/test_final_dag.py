@@ -129,7 +129,7 @@ def _with_empty_head_subset(tmp_path, choice):
 def test_a_head_subset_that_keeps_no_volume_fails_naming_group_and_rule_when_configured_to(tmp_path):
     cands = candidates(tmp_path, 557, ["a"])
     provenance = tmp_path / "provenance" / "batch.tsv"
-    write_provenance([row("a", 553, "brain", 100)], provenance)
+    write_provenance([row("a", 553, "brain", 100), row("a", 557, "gray matter", 40)], provenance)
     with pytest.raises(FinalDatasetError, match=r"group 557: none of 1 candidate.*head_subsets\.557"):
         prepare_training_data(557, cands, [provenance], tmp_path / "out" / "Dataset557_Test", tmp_path / "c.tsv",
                               tmp_path / "t.tsv", _with_empty_head_subset(tmp_path, "fail"), SPACE)
@@ -141,6 +141,15 @@ def test_a_head_subset_that_keeps_no_volume_trains_on_every_candidate_by_default
             row("a", 557, "gray matter", 40), row("b", 557, "gray matter", 40)]
     training, _, _ = run_job(tmp_path, 557, cands, rows)
     assert [c.volume_id for c in training.cases] == ["a", "b"]  # no brain over 2,000 voxels: all candidates
+
+
+def test_a_volume_whose_assembled_map_is_empty_does_not_train_nor_count_for_the_head_subset(tmp_path):
+    cands = candidates(tmp_path, 557, ["brain_only", "labelled"])
+    rows = [row("brain_only", 553, "brain", 5000),  # passes the 553 brain rule, but its 557 map is empty
+            row("labelled", 553, "brain", 100), row("labelled", 557, "gray matter", 40)]
+    training, _, _ = run_job(tmp_path, 557, cands, rows)
+    # the only labelled candidate fails the brain rule: the subset is empty, so every labelled candidate trains
+    assert [c.volume_id for c in training.cases] == ["labelled"] and training.num_candidates == 1
 
 
 def test_training_environment_hands_the_table_and_the_groups_epochs_to_the_trainer(tmp_path, monkeypatch):

@@ -80,6 +80,14 @@ def select_training_set(group: int, candidates: Sequence[FinalCandidate], proven
     """The candidates with an image and an assembled map; for a head group those its subset rule keeps."""
     space = space or load_label_space()
     available = [c for c in candidates if _usable(c, group)]
+    # a volume whose assembled map of the group is empty teaches only background: it does not train (and a head
+    # subset of such volumes would leave the oversampling no structure to weigh)
+    own = label_count_table_from_provenance(provenance_tables, group, [c.volume_id for c in available], space)
+    labelled = set(own.index[own.sum(axis=1) > 0])
+    if len(labelled) < len(available):
+        log.info("group %s: %d of %d candidates have an empty assembled map and do not train", group,
+                 len(available) - len(labelled), len(available))
+    available = [c for c in available if c.volume_id in labelled]
     rules = head_subset_rules(config_path, space, preset)
     if group in rules and available:
         rule = rules[group]
@@ -100,8 +108,8 @@ def select_training_set(group: int, candidates: Sequence[FinalCandidate], proven
     else:
         cases = available
     if not cases:
-        raise FinalDatasetError(f"group {group}: none of {len(candidates)} non-test volumes has both a standardized "
-                                "image and an assembled label map; nothing to train the final model on")
+        raise FinalDatasetError(f"group {group}: none of {len(candidates)} non-test volumes has a standardized "
+                                "image and a non-empty assembled label map; nothing to train the final model on")
     return TrainingSet(group, tuple(sorted(cases, key=lambda c: c.volume_id)), len(available))
 
 
