@@ -389,7 +389,7 @@ def test_dataset_card_counts_the_21_assembled_volumes_and_every_stages_training_
         assert int(training["specialists"][group]) == json.loads(dataset.read_text())["numTraining"]
     origins = _tsv(card / "origins.tsv")
     overall = [r for r in origins if r["group"] == "all"]
-    assert abs(sum(float(r["share"]) for r in overall) - 1.0) < 1e-9
+    assert abs(sum(float(r["share"]) for r in overall) - 1.0) < 1e-5  # shares are written with 6 decimals
     assert "Dataset card: 21 assembled volumes" in (card / "card.html").read_text()
     assert "card.html" in (demo / "report.html").read_text(errors="replace")  # the report shows the card
 
