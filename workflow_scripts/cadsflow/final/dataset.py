@@ -27,7 +27,7 @@ from cadsflow.final.config import FINAL_YAML, empty_head_subset, head_subset_rul
 from cadsflow.final.counts import label_count_table_from_provenance, write_count_table
 from cadsflow.final.oversampling import oversampling_table, write_table
 from cadsflow.final.subsets import training_subset
-from cadsflow.gt.nnunet_dataset import FILE_ENDING, _dataset_parts, _link_or_copy, _write_cases, dataset_json
+from cadsflow.gt.nnunet_dataset import FILE_ENDING, _write_cases, dataset_json, dataset_parts, link_or_copy
 from cadsflow.labels import LabelSpace, load_label_space
 
 log = logging.getLogger(__name__)
@@ -120,12 +120,12 @@ def write_final_dataset(group: int, cases: Sequence[FinalCandidate], dataset_dir
     dataset_dir = Path(dataset_dir)
     if not cases:
         raise FinalDatasetError(f"{dataset_dir}: no training volumes for group {group}")
-    with _dataset_parts(dataset_dir) as tmp:
+    with dataset_parts(dataset_dir) as tmp:
         (tmp / "imagesTr").mkdir()
         (tmp / "labelsTr").mkdir()
         for c in cases:
-            _link_or_copy(Path(c.image), tmp / "imagesTr" / f"{c.volume_id}_0000{FILE_ENDING}")
-            _link_or_copy(Path(c.label), tmp / "labelsTr" / f"{c.volume_id}{FILE_ENDING}")
+            link_or_copy(Path(c.image), tmp / "imagesTr" / f"{c.volume_id}_0000{FILE_ENDING}")
+            link_or_copy(Path(c.label), tmp / "labelsTr" / f"{c.volume_id}{FILE_ENDING}")
         _write_cases([(c.volume_id, c.volume_id, c.source, []) for c in cases], tmp / "cads_cases.tsv")
         spec = dataset_json(group, space, len(cases), with_ignore=False)
         (tmp / "dataset.json").write_text(json.dumps(spec, indent=1))

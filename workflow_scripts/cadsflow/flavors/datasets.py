@@ -30,11 +30,7 @@ import csv
 import dataclasses
 import json
 import logging
-import os
-import shutil
-import tempfile
 from collections.abc import Iterable
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,7 +38,7 @@ import numpy as np
 
 from cadsflow.atomic import atomic_dir, atomic_path
 from cadsflow.gt.mapping import ignore_label
-from cadsflow.gt.nnunet_dataset import FILE_ENDING, DatasetError, dataset_json
+from cadsflow.gt.nnunet_dataset import FILE_ENDING, DatasetError, dataset_json, dataset_parts, link_or_copy
 from cadsflow.labels import LabelSpace, load_label_space
 
 INDEX_NAME = "index.tsv"  # beside the scaled images of a batch
@@ -230,11 +226,11 @@ def write_flavor_dataset(group: int, flavor: str, selection: Selection, dataset_
     names = {label: name for name, label in space.group_label_map(group).items()}
     present = np.zeros(n_structures + 1, dtype=np.int64)
     from_gt = np.zeros(n_structures + 1, dtype=np.int64)
-    with _dataset_parts(dataset_dir) as tmp:
+    with dataset_parts(dataset_dir, PARTS) as tmp:
         (tmp / "imagesTr").mkdir()
         (tmp / "labelsTr").mkdir()
         for case in selection.cases:
-            _link_or_copy(case.image, tmp / "imagesTr" / f"{case.volume_id}_0000{FILE_ENDING}")
+            link_or_copy(case.image, tmp / "imagesTr" / f"{case.volume_id}_0000{FILE_ENDING}")
             out = tmp / "labelsTr" / f"{case.volume_id}{FILE_ENDING}"
             counts, gt_ids = _write_label(case, out, group, n_structures, space)
             present += counts[: n_structures + 1] > 0
@@ -290,7 +286,7 @@ def _write_label(case: Case, out: Path, group: int, n_structures: int, space: La
     if data.dtype.kind not in "iu" or (data.size and (int(data.min()) < 0 or int(data.max()) > allowed)):
         raise DatasetError(f"{where}: {case.label} holds values outside 0..{allowed} (dtype {data.dtype})")
     if case.gt_map is None:
-        _link_or_copy(case.label, out)
+        link_or_copy(case.label, out)
         counts = np.bincount(data.ravel(), minlength=n_structures + 2)
         ids = list(range(1, n_structures + 1)) if case.label_kind == FROM_GT else []
         return counts, ids
@@ -345,30 +341,6 @@ def _scaled_image(images: dict[str, ScaledImage], volume_id: str, where: str) ->
 def _share(n_gt: int, n: int) -> str:
     """gt_share with four decimals; 0 when no training volume holds the structure."""
     return f"{n_gt / n:.4f}" if n else "0"
-
-
-@contextmanager
-def _dataset_parts(dataset_dir: Path):
-    dataset_dir.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".build.", dir=dataset_dir))
-    try:
-        yield tmp
-        for part in PARTS:
-            final = dataset_dir / part
-            if final.is_dir():
-                shutil.rmtree(final)
-            os.replace(tmp / part, final)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-
-
-def _link_or_copy(src: Path, dst: Path) -> None:
-    if not src.is_file():
-        raise DatasetError(f"{src}: missing; expected it for {dst.name}")
-    try:
-        os.link(src, dst)
-    except OSError:  # another file system, or links not allowed
-        shutil.copy2(src, dst)
 
 
 def _read_json(path: Path, what: str) -> dict:

@@ -69,7 +69,7 @@ def write_group_dataset(
         if c not in cases:
             log.info("%s: %s has no group_%d map (see %s/record.json); left out", training.dataset_name,
                      c.volume_id, group, c.gt_dir)
-    with _dataset_parts(dataset_dir) as tmp:
+    with dataset_parts(dataset_dir) as tmp:
         (tmp / "imagesTr").mkdir()
         (tmp / "labelsTr").mkdir()
         has_ignore = False
@@ -77,8 +77,8 @@ def write_group_dataset(
         for c in cases:
             label = Path(c.gt_dir) / f"group_{group}.nii.gz"
             image = Path(c.standardized_dir) / "image.nii.gz"
-            _link_or_copy(image, tmp / "imagesTr" / f"{c.volume_id}_0000{FILE_ENDING}")
-            _link_or_copy(label, tmp / "labelsTr" / f"{c.volume_id}{FILE_ENDING}")
+            link_or_copy(image, tmp / "imagesTr" / f"{c.volume_id}_0000{FILE_ENDING}")
+            link_or_copy(label, tmp / "labelsTr" / f"{c.volume_id}{FILE_ENDING}")
             rows = [r for r in read_provenance(Path(c.gt_dir) / "provenance.tsv") if r.group == group and r.n_voxels]
             has_ignore |= any(r.origin in COARSE_ORIGINS for r in rows)  # provenance says so: no need to read maps
             exact = sorted({r.structure for r in rows if r.origin in EXACT_ORIGINS})
@@ -125,13 +125,15 @@ PARTS = ("imagesTr", "labelsTr", "cads_cases.tsv", "dataset.json")  # in the ord
 
 
 @contextmanager
-def _dataset_parts(dataset_dir: str | Path):
+def dataset_parts(dataset_dir: str | Path, parts: tuple[str, ...] = PARTS):
+    """A temporary folder inside `dataset_dir` whose `parts` replace the dataset's own, in order, on success (a
+    killed export leaves the previous dataset whole); shared by every stage that exports an nnU-Net dataset."""
     dataset_dir = Path(dataset_dir)
     dataset_dir.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".build.", dir=dataset_dir))
     try:
         yield tmp
-        for part in PARTS:
+        for part in parts:
             final = dataset_dir / part
             if final.is_dir():
                 shutil.rmtree(final)
@@ -140,7 +142,8 @@ def _dataset_parts(dataset_dir: str | Path):
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _link_or_copy(src: Path, dst: Path) -> None:
+def link_or_copy(src: Path, dst: Path) -> None:
+    """Hard-link `src` to `dst` (a copy across file systems); DatasetError naming `src` when it is missing."""
     if not src.is_file():
         raise DatasetError(f"{src}: missing; expected it for {dst.name}")
     try:
