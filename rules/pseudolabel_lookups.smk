@@ -10,7 +10,7 @@ NECK_FALLBACK_GROUP, NECK_VERTEBRAE_GROUP = (
 from cadsflow.pseudolabel.shards import Shards
 from cadsflow.specialists.nnunet import TRAINERS_DIR
 
-PL_DIR = "results/pseudolabels"  # {group}/shard_{k}.tsv reports and {group}/{volume_id}.nii.gz label maps
+PL_DIR = "results/pseudolabels"  # {group}/shard_{k}.tsv reports, {group}/shard_{k}/{volume_id}.nii.gz label maps
 PL_SHARDS = Shards(VOLUMES, config["pseudolabel"]["shard_size"] or SP_PRESET.shard_size)
 PL_DEVICE = config["pseudolabel"]["device"] or SP_PRESET.device
 
@@ -33,6 +33,11 @@ def pl_shard_batches(wc):
 
 def pl_shard_report(group, k):
     return f"{PL_DIR}/{group}/shard_{k}.tsv"
+
+
+def pl_shard_dir(group, k):
+    """The shard job's declared folder of label maps, beside its report (cadsflow.layout.job_folder)."""
+    return f"{PL_DIR}/{group}/shard_{k}"
 
 
 def pl_shard_report_of(group, volume_id):
