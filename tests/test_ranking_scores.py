@@ -151,5 +151,5 @@ def test_a_gt_share_table_without_its_columns_is_refused_naming_the_file(tmp_pat
 
     path = tmp_path / "cads_gt_share.tsv"
     path.write_text("structure\tshare\nliver\t0.5\n")
-    with pytest.raises(ValueError, match=r"cads_gt_share\.tsv: ground-truth share table lacks column\(s\) gt_share"):
+    with pytest.raises(ValueError, match=r"cads_gt_share\.tsv: the ground-truth share table lacks column\(s\) gt_share"):
         read_gt_shares([("GT", "551", path)])

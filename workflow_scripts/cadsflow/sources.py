@@ -30,10 +30,10 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
 
 from cadsflow.labels import LabelSpace, load_label_space
 from cadsflow.sheet import LABEL_SET_PATTERN, MAIN_LABEL_SET, Volume, check_volume_id
+from cadsflow.textio import read_yaml_mapping
 
 MAPPING_KINDS = ("structure", "union", "lesion_of", "unannotated", "ignore")
 
@@ -83,12 +83,7 @@ class Source:
 
 def load_registry(path: str | Path, label_space: LabelSpace | None = None) -> dict[str, Source]:
     path = Path(path)
-    if not path.is_file():
-        raise RegistryError(f"{path}: registry not found")
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise RegistryError(f"{path}: not valid YAML: {exc}") from None
+    data = read_yaml_mapping(path, "the source registry", RegistryError)
     return parse_registry(data, path, path.resolve().parent, label_space)
 
 

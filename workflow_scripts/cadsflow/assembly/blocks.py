@@ -11,10 +11,10 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
 
 from cadsflow.labels import LabelSpace, load_label_space
 from cadsflow.paths import CONFIG_DIR
+from cadsflow.textio import read_yaml_mapping
 
 ASSEMBLY_YAML = CONFIG_DIR / "assembly.yaml"
 FLAVORS_YAML = CONFIG_DIR / "flavors.yaml"  # the flavors stage's config: its `flavors` list names them
@@ -65,14 +65,7 @@ def load_flavors(path: str | Path = ASSEMBLY_YAML) -> tuple[str, ...]:
 
 
 def read_assembly_config(path: str | Path = ASSEMBLY_YAML) -> dict:
-    path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except (OSError, yaml.YAMLError) as exc:
-        raise AssemblyConfigError(f"{path}: cannot read the assembly config ({exc})") from None
-    if not isinstance(data, dict):
-        raise AssemblyConfigError(f"{path}: expected a mapping at the top level")
-    return data
+    return read_yaml_mapping(path, "the assembly config", AssemblyConfigError)
 
 
 def structures_matching(space: LabelSpace, group: int, pattern: str) -> tuple[str, ...]:

@@ -18,10 +18,10 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
-import yaml
 
 from cadsflow.labels import LabelSpace, load_label_space
 from cadsflow.paths import CONFIG_DIR
+from cadsflow.textio import read_yaml_mapping
 
 ALIGNMENT_YAML = CONFIG_DIR / "evaluation_alignment.yaml"
 UNIFIED = "unified"
@@ -85,12 +85,7 @@ class AlignmentConfig:
 
 def load_alignment(path: str | Path = ALIGNMENT_YAML) -> AlignmentConfig:
     path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except FileNotFoundError:
-        raise AlignmentError(f"{path}: alignment file not found") from None
-    except yaml.YAMLError as exc:
-        raise AlignmentError(f"{path}: not valid YAML: {exc}") from None
+    data = read_yaml_mapping(path, "the evaluation alignment file", AlignmentError)
     if not isinstance(data.get("sources", {}), dict):
         raise AlignmentError(f"{path}: 'sources' must be a mapping of source name -> alignment")
     unknown = str(data.get("unknown_sources", UNIFIED))

@@ -18,7 +18,6 @@ are read); without, the file is the table's first task.
 
 from __future__ import annotations
 
-import csv
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,6 +26,7 @@ import numpy as np
 from cadsflow.evaluation.metrics import integer_labels
 from cadsflow.labels import LabelSpace, load_label_space
 from cadsflow.paths import CONFIG_DIR
+from cadsflow.textio import tsv_rows
 
 BASELINES_DIR = CONFIG_DIR / "baselines"
 MAPPING_COLUMNS = ("baseline_value", "baseline_name", "cads_name")
@@ -100,45 +100,37 @@ def load_baseline_mapping(path: str | Path, label_space: LabelSpace | None = Non
     """Read and check a mapping table: values unique per task, CADS names known, each structure from one task."""
     path = Path(path)
     space = label_space or load_label_space()
-    try:
-        handle = open(path, newline="")
-    except FileNotFoundError:
-        raise BaselineError(f"{path}: baseline mapping not found") from None
-    with handle:
-        reader = csv.DictReader(handle, delimiter="\t")
-        missing = [c for c in MAPPING_COLUMNS if c not in (reader.fieldnames or [])]
-        if missing:
-            raise BaselineError(f"{path}: missing columns {missing}")
-        mapped: dict[str, dict[int, str]] = {}
-        names: dict[str, dict[int, str]] = {}
-        owner: dict[str, str] = {}
-        for line_no, row in enumerate(reader, start=2):
-            task = (row.get("task") or DEFAULT_TASK).strip()
+    rows = tsv_rows(path, MAPPING_COLUMNS, "the baseline mapping", BaselineError)
+    mapped: dict[str, dict[int, str]] = {}
+    names: dict[str, dict[int, str]] = {}
+    owner: dict[str, str] = {}
+    for line_no, row in rows:
+        task = (row.get("task") or DEFAULT_TASK).strip()
+        try:
+            value = int(row["baseline_value"])
+        except ValueError:
+            raise BaselineError(
+                f"{path}:{line_no}: baseline_value {row['baseline_value']!r} is not an integer"
+            ) from None
+        task_names = names.setdefault(task, {})
+        mapped.setdefault(task, {})
+        if value <= 0 or value in task_names:
+            raise BaselineError(
+                f"{path}:{line_no}: baseline value {value} of task {task!r} is not positive or appears twice"
+            )
+        task_names[value] = row["baseline_name"].strip()
+        target = (row["cads_name"] or "").strip()
+        if target:
             try:
-                value = int(row["baseline_value"])
-            except ValueError:
+                space.by_name(target)
+            except KeyError:
+                raise BaselineError(f"{path}:{line_no}: {target!r} is not a unified structure name") from None
+            if owner.setdefault(target, task) != task:
                 raise BaselineError(
-                    f"{path}:{line_no}: baseline_value {row['baseline_value']!r} is not an integer"
-                ) from None
-            task_names = names.setdefault(task, {})
-            mapped.setdefault(task, {})
-            if value <= 0 or value in task_names:
-                raise BaselineError(
-                    f"{path}:{line_no}: baseline value {value} of task {task!r} is not positive or appears twice"
+                    f"{path}:{line_no}: {target!r} is mapped by tasks {owner[target]!r} and {task!r}; map each "
+                    "structure from one task"
                 )
-            task_names[value] = row["baseline_name"].strip()
-            target = (row["cads_name"] or "").strip()
-            if target:
-                try:
-                    space.by_name(target)
-                except KeyError:
-                    raise BaselineError(f"{path}:{line_no}: {target!r} is not a unified structure name") from None
-                if owner.setdefault(target, task) != task:
-                    raise BaselineError(
-                        f"{path}:{line_no}: {target!r} is mapped by tasks {owner[target]!r} and {task!r}; map each "
-                        "structure from one task"
-                    )
-                mapped[task][value] = target
+            mapped[task][value] = target
     if not names:
         raise BaselineError(f"{path}: the mapping lists no baseline class")
     tasks = {t: TaskMapping(t, mapped[t], names[t]) for t in names}

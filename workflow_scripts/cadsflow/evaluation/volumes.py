@@ -35,6 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from cadsflow.evaluation.metrics import RawScores
+from cadsflow.textio import tsv_rows
 
 FN_MIN_VOLUME_FRACTION = 0.90  # Online Methods 5.1: missed and > 90% of the average volume -> true false negative
 EXCLUDE_BELOW_VOLUME_FRACTION = 0.10  # Online Methods 5.1: reference volume < 10% of the average -> excluded
@@ -114,23 +115,14 @@ def apply_paper_rules(
 
 def load_reference_volumes(path: str | Path) -> dict[str, float]:
     """name -> reference volume (mL) from a table with columns name and reference_volume_ml."""
-    path = Path(path)
-    try:
-        with open(path, newline="") as handle:
-            reader = csv.DictReader(handle, delimiter="\t")
-            missing = {"name", "reference_volume_ml"} - set(reader.fieldnames or ())
-            if missing:
-                raise ValueError(f"{path}: missing columns {sorted(missing)}")
-            table = {}
-            for line_no, row in enumerate(reader, start=2):
-                try:
-                    table[row["name"]] = float(row["reference_volume_ml"])
-                except (TypeError, ValueError):
-                    raise ValueError(
-                        f"{path}:{line_no}: reference_volume_ml {row['reference_volume_ml']!r} is not a number"
-                    ) from None
-    except FileNotFoundError:
-        raise FileNotFoundError(f"reference volume table {path} does not exist") from None
+    table = {}
+    for line_no, row in tsv_rows(path, ("name", "reference_volume_ml"), "the reference volume table"):
+        try:
+            table[row["name"]] = float(row["reference_volume_ml"])
+        except (TypeError, ValueError):
+            raise ValueError(
+                f"{path}:{line_no}: reference_volume_ml {row['reference_volume_ml']!r} is not a number"
+            ) from None
     return table
 
 

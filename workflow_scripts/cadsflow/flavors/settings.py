@@ -11,10 +11,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
 
 from cadsflow.paths import CONFIG_DIR
 from cadsflow.specialists.presets import SCHEDULE_KEYS
+from cadsflow.textio import read_yaml_mapping
 
 FLAVORS_YAML = CONFIG_DIR / "flavors.yaml"
 _PRESET_KEYS = ("trainer", "plans", "configuration", "base_configuration", "network", "patch_size", "batch_size",
@@ -90,13 +90,7 @@ def load_flavor_names(path: str | Path = FLAVORS_YAML) -> tuple[str, ...]:
 
 
 def _read(path: str | Path) -> dict:
-    try:
-        data = yaml.safe_load(Path(path).read_text())
-    except (OSError, yaml.YAMLError) as exc:
-        raise FlavorSettingsError(f"{path}: cannot read flavor settings ({exc})") from None
-    if not isinstance(data, dict):
-        raise FlavorSettingsError(f"{path}: expected a mapping at the top level")
-    return data
+    return read_yaml_mapping(path, "the flavor settings", FlavorSettingsError)
 
 
 def _parse_preset(path, name: str, raw) -> FlavorPreset:

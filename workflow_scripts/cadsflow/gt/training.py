@@ -22,9 +22,9 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
 
 from cadsflow.labels import GROUP_IDS
+from cadsflow.textio import read_yaml_mapping
 
 LABELS_FROM = ("source", "atlas")
 DATASET_NAME_RE = re.compile(r"[A-Za-z0-9]+")
@@ -49,9 +49,7 @@ class GroupTraining:
 def load_group_training(path: str | Path, preset: str) -> dict[int, GroupTraining]:
     """Read the group table and one preset; return GroupTraining for all nine groups."""
     path = Path(path)
-    if not path.is_file():
-        raise TrainingConfigError(f"{path}: group training table not found")
-    data = yaml.safe_load(path.read_text()) or {}
+    data = read_yaml_mapping(path, "the group training table", TrainingConfigError)
     groups = data.get("groups") or {}
     presets = data.get("presets") or {}
     if preset not in presets:

@@ -24,18 +24,17 @@ of the structure (``gt_share_<flavor>``, from the flavor datasets' cads_gt_share
 from __future__ import annotations
 
 import math
-import csv
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 
 import pandas as pd
-import yaml
 
 from cadsflow.atomic import atomic_path
 from cadsflow.evaluation.volumes import AGGREGATED_STATUSES
 from cadsflow.paths import CONFIG_DIR
 from cadsflow.ranking.algorithm import Decision, RankingSettings, SignificanceTest, rank_structure
+from cadsflow.textio import read_yaml_mapping, tsv_rows
 
 FLAVORS_YAML = CONFIG_DIR / "flavors.yaml"
 KEY_COLUMNS = ("structure", "group", "flavor", "volume_id", "split_kind")
@@ -132,31 +131,18 @@ def read_gt_shares(tables: Iterable[tuple[str, str, str | Path]]) -> dict[tuple[
     """(group, structure, flavor) -> gt_share from (flavor, group, cads_gt_share.tsv path) triples."""
     shares = {}
     for flavor, group, path in tables:
-        try:
-            with open(path, newline="") as handle:
-                reader = csv.DictReader(handle, delimiter="\t")
-                rows = list(reader)
-                header = reader.fieldnames or []
-        except OSError as exc:
-            raise ValueError(f"{path}: cannot read the ground-truth share table ({exc})") from None
-        missing = [c for c in GT_SHARE_COLUMNS if c not in header]
-        if missing:
-            raise ValueError(f"{path}: ground-truth share table lacks column(s) {', '.join(missing)}")
-        for row in rows:
+        for line, row in tsv_rows(path, GT_SHARE_COLUMNS, "the ground-truth share table"):
             try:
                 shares[str(group), row["structure"], flavor] = float(row["gt_share"]) if row["gt_share"] else math.nan
             except ValueError:
-                raise ValueError(f"{path}: gt_share of {row['structure']} is not a number: "
+                raise ValueError(f"{path}:{line}: gt_share of {row['structure']} is not a number: "
                                  f"{row['gt_share']!r}") from None
     return shares
 
 
 def load_ranking_settings(path: str | Path = FLAVORS_YAML) -> RankingSettings:
     """RankingSettings from the ``flavors`` list and the ``ranking`` section of config/flavors.yaml."""
-    try:
-        data = yaml.safe_load(Path(path).read_text()) or {}
-    except (OSError, yaml.YAMLError) as exc:
-        raise ValueError(f"{path}: cannot read flavor settings ({exc})") from None
+    data = read_yaml_mapping(path, "the flavor settings")
     section = data.get("ranking")
     if not isinstance(section, dict):
         raise ValueError(f"{path}: expected a mapping 'ranking'")
