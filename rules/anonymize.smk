@@ -24,9 +24,7 @@ rule gt_anonymize_face:
         runtime=lambda wc, attempt: (5 + len(BATCHES[wc.batch])) * attempt,
     params:
         volumes=lambda wc: BATCHES[wc.batch],
-        faces=lambda wc: [
-            GT_FACE_PATTERN.format(volume_id=v) for v in BATCHES[wc.batch]
-        ],
+        faces=lambda wc: [gt_face_map(v) for v in BATCHES[wc.batch]],
         face_value=GT_FACE_VALUE,
         sigma_voxels=config["gt"]["face_blur"]["sigma_voxels"],
         margin_voxels=config["gt"]["face_blur"]["margin_voxels"],

@@ -66,8 +66,12 @@ def ev_source(volume_id):
 
 
 def ev_prediction(volume_id, path=None):
-    """The prediction path of a volume (the model's, or `path`); a '{group}' left in it means one map per group."""
-    return (path or EV["prediction"]).replace("{volume_id}", volume_id)
+    """The prediction path of a volume (the model's, or `path`); a '{group}' left in it means one map per group.
+    The specialists' pseudo-labels (PL_MAP_PATTERN) lie in their shard's folder."""
+    path = path or EV["prediction"]
+    if path.startswith(f"{PL_DIR}/"):
+        return pl_prediction_path(path, volume_id)
+    return path.replace("{volume_id}", volume_id)
 
 
 # Systems compared with the model besides the baseline: name -> prediction path (config evaluation.comparisons)
@@ -79,14 +83,14 @@ EV_COMPARISONS = {
 
 
 def ev_system_inputs(path, volume_ids):
-    """What a system's predictions come from: the final models' test predictions, the pseudo-label shards, or
+    """What a system's predictions come from: the final models' test predictions, the pseudo-label shards' folders, or
     existing files of another system. Factory predictions exist only for the sheet's volumes.
     """
     ids = [v for v in volume_ids if v in VOLUMES]
     if path.startswith(f"{FN_PREDICTIONS}/"):
-        return [fn_test_report(g) for g in FN_GROUPS] if ids else []
+        return [fn_prediction_dir(g) for g in FN_GROUPS] if ids else []
     if path.startswith(f"{PL_DIR}/"):
-        return sorted({pl_shard_report_of(g, v) for g in SP_GROUPS for v in ids})
+        return sorted({pl_shard_dir_of(g, v) for g in SP_GROUPS for v in ids})
     if "{group}" in path:
         # per-group files of an outside system: each group map is read if it exists
         return []

@@ -99,6 +99,8 @@ def fl_dataset_input(wc):
         # every batch: the shard reports list every volume, held-out ones included (the job reads their split)
         "images": [fl_image_batch(b) for b in BATCHES],
         "reports": [pl_shard_report(wc.group, k) for k in pl_shards()],
+        # the shards' declared map folders; the job reads each report's maps from the folder beside it
+        "maps": pl_shard_dirs(wc.group),
     }
     if FL["pseudo_gt_override"]:
         inputs["gt"] = GT_TARGETS
@@ -115,7 +117,7 @@ def fl_dataset_args(wc, input):
         return f"--specialist-dataset {shlex.quote(sp_raw_dataset(wc.group))}"
     args = (
         f"--pseudo-reports {' '.join(map(shlex.quote, input.reports))}"
-        f" --pseudo-dir {PL_DIR}/{wc.group} --held-out-split {shlex.quote(FL['validation_split'])}"
+        f" --held-out-split {shlex.quote(FL['validation_split'])}"
     )
     if FL["pseudo_gt_override"]:
         args += " --gt-root results/gt"

@@ -1,7 +1,9 @@
 # Stage: pseudolabel (Online Methods 2.1, 3.1). Every volume through every specialist, in shards of volumes:
 # a job loads its group's model once and predicts its shard. Head groups (557, 558) wait for group 553's
-# shard (its brain gates and centres them). Label maps: results/pseudolabels/{group}/{volume_id}.nii.gz, one per
-# volume that is not quarantined; the shard report (volume_id, status, reason) says which exist and why.
+# shard (its brain gates and centres them). Each shard job declares its folder of label maps
+# results/pseudolabels/{group}/shard_{k}/{volume_id}.nii.gz (one per volume that is not quarantined) beside its
+# report shard_{k}.tsv (volume_id, status, reason), so Snakemake's clean-up and change detection see every map;
+# readers take the folders as inputs and find maps with cadsflow.layout.MapIndex.
 
 
 include: "pseudolabel_lookups.smk"
@@ -17,6 +19,7 @@ rule pseudolabel_shard:
         postprocessing=project_path(config["pseudolabel"]["postprocessing"]),
     output:
         report="results/pseudolabels/{group}/shard_{shard}.tsv",
+        maps=directory("results/pseudolabels/{group}/shard_{shard}"),
     log:
         "logs/pseudolabel/{group}/shard_{shard}.log",
     benchmark:
@@ -33,7 +36,6 @@ rule pseudolabel_shard:
         ),
     params:
         volumes=lambda wc: [standardized(v) for v in pl_shard_members(wc.shard)],
-        out_dir="results/pseudolabels/{group}",
         brain=pl_brain_args,
         trainers=str(TRAINERS_DIR),
         device=PL_DEVICE,
@@ -46,7 +48,7 @@ rule pseudolabel_shard:
         ),
     shell:
         "nnUNet_extTrainer={params.trainers:q} python -m cadsflow.pseudolabel --group {wildcards.group}"
-        " --model {input.model:q} --volumes {params.volumes:q} --out-dir {params.out_dir:q}"
+        " --model {input.model:q} --volumes {params.volumes:q} --out-dir {output.maps:q}"
         " --report {output.report:q} {params.brain} --postprocessing {input.postprocessing:q}"
         " --device {params.device} --tile-step-size {params.tile_step}"
         " --label-resampling {params.label_resampling} --threads {threads} {params.strict}"
@@ -54,10 +56,15 @@ rule pseudolabel_shard:
 
 
 rule pseudolabel_status:
-    """Collect every group's shard reports into one table: which volume has which pseudo-label, and why not."""
+    """Collect every group's shard reports into one table: each volume's label map path, or why it has none."""
     input:
         reports=expand(
             "results/pseudolabels/{group}/shard_{shard}.tsv",
+            group=SP_GROUPS,
+            shard=pl_shards(),
+        ),
+        maps=expand(
+            "results/pseudolabels/{group}/shard_{shard}",
             group=SP_GROUPS,
             shard=pl_shards(),
         ),

@@ -41,28 +41,55 @@ def pl_shard_dir(group, k):
 
 
 def pl_shard_report_of(group, volume_id):
-    """The report a downstream per-volume rule waits for before it reads the volume's label map."""
+    """The report of the job that pseudo-labels the volume for the group."""
     return pl_shard_report(group, PL_SHARDS.of(volume_id))
+
+
+def pl_shard_dir_of(group, volume_id):
+    """The declared folder that holds the volume's label map for the group: what a per-volume reader waits for."""
+    return pl_shard_dir(group, PL_SHARDS.of(volume_id))
+
+
+def pl_shard_dirs(group, shards=None):
+    """The declared label-map folders of a group's shards (all shards by default): a reader of many maps gets these
+    as inputs and finds the maps with cadsflow.layout.MapIndex (one listing per folder).
+    """
+    return [pl_shard_dir(group, k) for k in (pl_shards() if shards is None else shards)]
 
 
 def pl_label_map(group, volume_id):
     """A volume's label map for one group (exists unless its shard report says quarantined or failed)."""
-    return f"{PL_DIR}/{group}/{volume_id}.nii.gz"
+    return f"{pl_shard_dir_of(group, volume_id)}/{volume_id}.nii.gz"
+
+
+# A system's prediction path in config (evaluation.comparisons) that names the specialists' pseudo-labels: the
+# volume's map is in its shard's folder, which the path does not name (pl_prediction_path fills it in)
+PL_MAP_PATTERN = f"{PL_DIR}/{{group}}/{{volume_id}}.nii.gz"
+
+
+def pl_prediction_path(path, volume_id):
+    """PL_MAP_PATTERN of one volume: results/pseudolabels/{group}/shard_{k}/<volume_id>.nii.gz ({group} left in)."""
+    if path != PL_MAP_PATTERN:
+        raise WorkflowError(
+            f"prediction path {path!r}: pseudo-labels are named {PL_MAP_PATTERN!r} (each map lies in its shard's folder)"
+        )
+    return f"{PL_DIR}/{{group}}/shard_{PL_SHARDS.of(volume_id)}/{volume_id}.nii.gz"
 
 
 def pl_brain_shard(wc):
-    """Head groups depend on group 553's shard of the same volumes: the DAG edge 553 -> 557/558; group 558 also
-    on group 552's (its neck fallback when no brain is found)."""
+    """Head groups read group 553's folder of the same shard: the DAG edge 553 -> 557/558; group 558 also group
+    552's (its neck fallback when no brain is found)."""
     group = int(wc.group)
-    reports = [pl_shard_report(BRAIN_GROUP, wc.shard)] if is_head_group(group) else []
+    folders = [pl_shard_dir(BRAIN_GROUP, wc.shard)] if is_head_group(group) else []
     if group == NECK_FALLBACK_GROUP and NECK_VERTEBRAE_GROUP in SP_GROUPS:
-        reports.append(pl_shard_report(NECK_VERTEBRAE_GROUP, wc.shard))
-    return reports
+        folders.append(pl_shard_dir(NECK_VERTEBRAE_GROUP, wc.shard))
+    return folders
 
 
 def pl_brain_args(wc):
     group = int(wc.group)
-    args = f"--brain-dir {PL_DIR}/{BRAIN_GROUP}" if is_head_group(group) else ""
+    brain = pl_shard_dir(BRAIN_GROUP, wc.shard)
+    args = f"--brain-dir {brain}" if is_head_group(group) else ""
     if group == NECK_FALLBACK_GROUP and NECK_VERTEBRAE_GROUP in SP_GROUPS:
-        args += f" --vertebrae-dir {PL_DIR}/{NECK_VERTEBRAE_GROUP}"
+        args += f" --vertebrae-dir {pl_shard_dir(NECK_VERTEBRAE_GROUP, wc.shard)}"
     return args

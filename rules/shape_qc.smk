@@ -42,6 +42,8 @@ rule shape_qc_score:
         reports=lambda wc: [
             pl_shard_report(wc.group, k) for k in sq_part_shards(wc.part)
         ],
+        # the shards' declared map folders (the CLI finds each report's maps in the folder beside it)
+        maps=lambda wc: pl_shard_dirs(wc.group, sq_part_shards(wc.part)),
     output:
         table=f"{SQ_DIR}/{{group}}/part_{{part}}.tsv",
     log:
@@ -57,11 +59,10 @@ rule shape_qc_score:
     resources:
         **sq_resources(10 + PL_SHARDS.size * SQ_SHARDS_PER_JOB),
     params:
-        label_dir=lambda wc: f"{PL_DIR}/{wc.group}",
         args=SQ_TORCH_ARGS,
     shell:
         "python -m cadsflow.shape_qc score --prior {input.prior:q} --shard-report {input.reports:q}"
-        " --label-dir {params.label_dir:q} --out {output.table:q} {params.args} --threads {threads}"
+        " --out {output.table:q} {params.args} --threads {threads}"
         " --log {log:q} 2>> {log:q}"
 
 
@@ -103,6 +104,7 @@ rule shape_qc_gallery:
     input:
         prior=f"{SQ_DIR}/{{group}}/prior.pt",
         tables=lambda wc: [sq_shard_table(wc.group, part) for part in SQ_PARTS],
+        maps=lambda wc: pl_shard_dirs(wc.group),
     output:
         gallery=report(
             f"{SQ_DIR}/{{group}}/gallery.png",
@@ -123,10 +125,9 @@ rule shape_qc_gallery:
         mem_mb=lambda wc, attempt: 4000 * attempt,
         runtime=lambda wc, attempt: 15 * attempt,
     params:
-        label_dir=lambda wc: f"{PL_DIR}/{wc.group}",
         image_glob=lambda wc: "results/standardized/*/{volume_id}/image.nii.gz",
         args=SQ_TORCH_ARGS,
     shell:
         "python -m cadsflow.shape_qc gallery --prior {input.prior:q} --scores {input.tables:q}"
-        " --label-dir {params.label_dir:q} --image-glob {params.image_glob:q} --out {output.gallery:q}"
+        " --label-dir {input.maps:q} --image-glob {params.image_glob:q} --out {output.gallery:q}"
         " {params.args} --device cpu --threads {threads} --log {log:q} 2>> {log:q}"

@@ -142,7 +142,8 @@ class VolumeToScore:
     optionally a baseline's prediction in the baseline's own labels (a path with "{task}": one file per task),
     optionally more reference files by label set name (e.g. {"brain_atlas": ".../group_557.nii.gz"}), and
     optionally further systems' predictions read like the model's, by system name (e.g. {"specialists":
-    ".../pseudolabels/{group}/<id>.nii.gz"}: config evaluation.comparisons)."""
+    ".../pseudolabels/{group}/shard_<k>/<id>.nii.gz"}: config evaluation.comparisons, the shard filled in by the
+    rules)."""
 
     volume_id: str
     source: str

@@ -40,6 +40,7 @@ from cadsflow.atomic import atomic_dir, atomic_path
 from cadsflow.gt.mapping import ignore_label
 from cadsflow.gt.nnunet_dataset import FILE_ENDING, DatasetError, dataset_json, dataset_parts, link_or_copy
 from cadsflow.labels import LabelSpace, load_label_space
+from cadsflow.layout import MapIndex, job_folder, map_path
 
 INDEX_NAME = "index.tsv"  # beside the scaled images of a batch
 INDEX_COLUMNS = ("volume_id", "source", "split", "status", "reason")
@@ -153,15 +154,18 @@ def ground_truth_cases(specialist_dataset: str | Path, images: dict[str, ScaledI
     return Selection(cases, {})
 
 
-def pseudo_cases(group: int, reports: Iterable[str | Path], pseudo_dir: str | Path, images: dict[str, ScaledImage],
-                 held_out_split: str, gt_root: str | Path | None = None) -> Selection:
+def pseudo_cases(group: int, reports: Iterable[str | Path], pseudo_dir: str | Path | Iterable[str | Path] | None,
+                 images: dict[str, ScaledImage], held_out_split: str, gt_root: str | Path | None = None) -> Selection:
     """Every volume whose pseudo-label of `group` is ok and whose split is not `held_out_split`, in report order.
 
+    A report's maps are in the shard's folder beside it (cadsflow.layout.job_folder: shard_k.tsv -> shard_k/);
+    `pseudo_dir`, a folder or folders of maps, overrides that (found through one cadsflow.layout.MapIndex).
     With `gt_root` (results/gt: <batch>/<volume_id>/group_<G>.nii.gz), a volume with a ground-truth map of the group
     carries it as `gt_map` (the export overrides the pseudo-label with it)."""
     from cadsflow.pseudolabel.infer import read_report
 
-    pseudo_dir = Path(pseudo_dir)
+    folders = [pseudo_dir] if isinstance(pseudo_dir, (str, Path)) else pseudo_dir
+    index = None if folders is None else MapIndex(folders)
     cases, not_ok, held_out = [], 0, 0
     for report in map(Path, reports):
         for outcome in read_report(report):
@@ -175,9 +179,13 @@ def pseudo_cases(group: int, reports: Iterable[str | Path], pseudo_dir: str | Pa
                 continue
             gt_map = None if gt_root is None else _ground_truth_map(Path(gt_root), scaled, group)
             cases.append(Case(outcome.volume_id, scaled.source, image,
-                              pseudo_dir / f"{outcome.volume_id}{FILE_ENDING}", FROM_PSEUDO, gt_map))
+                              _pseudo_map(index, report, outcome.volume_id), FROM_PSEUDO, gt_map))
     return Selection(cases, {"pseudo-labels not ok (quarantined, failed, gated out)": not_ok,
                              f"volumes of the held-out split {held_out_split!r}": held_out})
+
+
+def _pseudo_map(index: MapIndex | None, report: Path, volume_id: str) -> Path:
+    return map_path(job_folder(report), volume_id) if index is None else index.path(volume_id)
 
 
 def shape_cases(pseudo: Selection, excluded_table: str | Path) -> Selection:
@@ -190,12 +198,14 @@ def shape_cases(pseudo: Selection, excluded_table: str | Path) -> Selection:
 
 def select_cases(training_set: str, group: int, images: dict[str, ScaledImage], *,
                  specialist_dataset: str | Path | None = None, reports: Iterable[str | Path] = (),
-                 pseudo_dir: str | Path | None = None, held_out_split: str = "test",
+                 pseudo_dir: str | Path | Iterable[str | Path] | None = None, held_out_split: str = "test",
                  gt_root: str | Path | None = None, excluded: str | Path | None = None) -> Selection:
-    """The cases of one of TRAINING_SETS' values; raise naming the missing input when the set needs one."""
+    """The cases of one of TRAINING_SETS' values; raise naming the missing input when the set needs one.
+    Pseudo-label maps are read from the shard folders beside `reports` unless `pseudo_dir` names folders."""
+    reports = list(reports)
     needs = {GROUND_TRUTH: {"specialist_dataset": specialist_dataset},
-             PSEUDO: {"pseudo_dir": pseudo_dir},
-             SHAPE: {"pseudo_dir": pseudo_dir, "excluded": excluded}}
+             PSEUDO: {"reports": reports or None},
+             SHAPE: {"reports": reports or None, "excluded": excluded}}
     if training_set not in needs:
         raise DatasetError(f"unknown training set {training_set!r}; expected one of {sorted(needs)}")
     missing = [k for k, v in needs[training_set].items() if v is None]

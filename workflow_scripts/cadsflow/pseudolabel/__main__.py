@@ -18,10 +18,13 @@ def main(argv=None) -> int:
     parser.add_argument("--group", type=int, required=True, help="specialist group (551-559)")
     parser.add_argument("--model", required=True, help="the group's training marker (results/specialists/models/G.done)")
     parser.add_argument("--volumes", nargs="+", required=True, help="standardized volume folders of the shard")
-    parser.add_argument("--out-dir", required=True, help="folder of the group's label maps (<volume_id>.nii.gz)")
+    parser.add_argument("--out-dir", required=True,
+                        help="the shard's folder of label maps (<volume_id>.nii.gz; the rule's declared directory)")
     parser.add_argument("--report", required=True, help="shard report to write (TSV: volume_id, status, reason)")
-    parser.add_argument("--brain-dir", help="group 553's label maps (required for the head groups 557, 558)")
-    parser.add_argument("--vertebrae-dir", help="group 552's label maps (group 558: the neck when no brain is found)")
+    parser.add_argument("--brain-dir", nargs="+",
+                        help="folder(s) of group 553's label maps of the shard (required for the head groups 557, 558)")
+    parser.add_argument("--vertebrae-dir", nargs="+",
+                        help="folder(s) of group 552's label maps (group 558: the neck when no brain is found)")
     parser.add_argument("--postprocessing", help="connected-component table (default: config/postprocessing.yaml)")
     parser.add_argument("--device", default="cpu", help="torch device (cpu, cuda)")
     parser.add_argument("--threads", type=int, default=1, help="CPU threads for torch")

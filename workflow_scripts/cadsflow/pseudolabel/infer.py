@@ -22,7 +22,7 @@ import hashlib
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -31,6 +31,7 @@ import numpy as np
 
 from cadsflow.atomic import atomic_path
 from cadsflow.imageio import read_volume
+from cadsflow.layout import MapIndex, job_folder, map_path
 from cadsflow.pseudolabel.postprocess import (
     BrainGate,
     CleanupRules,
@@ -85,8 +86,18 @@ class ShardReport:
 
 
 def label_map_path(out_dir: str | Path, volume_id: str) -> Path:
-    """Where a volume's label map for one group lives: <out_dir>/<volume_id>.nii.gz."""
-    return Path(out_dir) / f"{volume_id}.nii.gz"
+    """Where a volume's label map lives in a job's folder: <out_dir>/<volume_id>.nii.gz (cadsflow.layout.map_path)."""
+    return map_path(out_dir, volume_id)
+
+
+MapFolders = str | Path | Sequence[str | Path]  # one job folder of label maps, or several (a part of many shards)
+
+
+def map_index(folders: MapFolders | None) -> MapIndex | None:
+    """One index over a folder or several folders of label maps (None stays None)."""
+    if folders is None:
+        return None
+    return MapIndex([folders] if isinstance(folders, (str, Path)) else folders)
 
 
 FINGERPRINT_PREFIX = "cads-pl:"  # NIfTI descrip: 80 bytes hold the prefix and a sha256 hex digest
@@ -121,17 +132,19 @@ def stored_fingerprint(path: str | Path) -> str | None:
 
 
 def predict_shard(model_dir: str | Path, fold: str, volume_dirs, out_dir: str | Path, group: int,
-                  device: str = "cpu", cleanup: CleanupRules | None = None, brain_dir: str | Path | None = None,
+                  device: str = "cpu", cleanup: CleanupRules | None = None, brain_dir: MapFolders | None = None,
                   report_path: str | Path | None = None, checkpoint_name: str = CHECKPOINT_NAME,
                   tile_step_size: float = 0.5, label_resampling: str = "probabilities",
-                  vertebrae_dir: str | Path | None = None, image_transform: ImageTransform | None = None,
+                  vertebrae_dir: MapFolders | None = None, image_transform: ImageTransform | None = None,
                   resume: bool | None = None) -> ShardReport:
     """Pseudo-label the standardized volumes in `volume_dirs` (results/standardized/<id>/) with one model load.
 
-    Head groups (557, 558) need `brain_dir`, the folder of group 553's label maps of the same volumes; group 558
-    also takes `vertebrae_dir` (group 552's maps): a volume without brain is then kept from the lowest upper
-    vertebra up (the authors' inference), and dropped only when it has no neck either.
-    Writes <out_dir>/<id>.nii.gz per volume and, if given, the shard report at `report_path`.
+    Head groups (557, 558) need `brain_dir`, the folder (or folders: one per shard a job covers) of group 553's
+    label maps of the same volumes; group 558 also takes `vertebrae_dir` (group 552's maps, one folder or several):
+    a volume without brain is then kept from the lowest upper vertebra up (the authors' inference), and dropped only
+    when it has no neck either. Maps are found with cadsflow.layout.MapIndex (one listing per folder).
+    Writes <out_dir>/<id>.nii.gz per volume (out_dir is created, so a shard whose volumes are all quarantined still
+    leaves its declared, empty folder) and, if given, the shard report at `report_path`.
     `image_transform` changes each image before prediction (and enters the fingerprint). `resume` None: resume when
     the report's running marker exists (module docstring); a caller that keeps its own marker (one job, several
     models) passes True or False.
@@ -141,6 +154,8 @@ def predict_shard(model_dir: str | Path, fold: str, volume_dirs, out_dir: str | 
     if is_head_group(group) and brain_dir is None:
         raise ValueError(f"group {group} is a head group: predict_shard needs brain_dir (group 553's label maps)")
     cleanup = cleanup or CleanupRules(keep_largest={})
+    brain_maps, vertebrae_maps = map_index(brain_dir), map_index(vertebrae_dir)
+    Path(out_dir).mkdir(parents=True, exist_ok=True)  # Snakemake checks that a declared directory exists
     report = ShardReport()
     predictor = None
     marker = running_marker(report_path) if report_path is not None else None
@@ -159,7 +174,7 @@ def predict_shard(model_dir: str | Path, fold: str, volume_dirs, out_dir: str | 
     for volume_dir in map(Path, volume_dirs):
         volume_id = volume_dir.name
         try:
-            job = _plan_volume(volume_dir, out_dir, group, shared, brain_dir, resume, vertebrae_dir)
+            job = _plan_volume(volume_dir, out_dir, group, shared, brain_maps, resume, vertebrae_maps)
             if job.outcome is not None:
                 report.outcomes.append(job.outcome)
                 continue
@@ -230,16 +245,26 @@ def read_report(path: str | Path) -> list[VolumeOutcome]:
                 for r in csv.DictReader(handle, delimiter="\t")]
 
 
+MAP_STATUSES = (OK, SKIPPED_NO_BRAIN)  # outcomes that leave a label map (a gated-out head volume: an empty one)
+STATUS_COLUMNS = ("group", *REPORT_COLUMNS, "label_map")
+
+
 def write_status_table(report_paths, out: str | Path) -> None:
-    """One row per group and volume (group, volume_id, status, reason) from shard reports under <group>/."""
+    """One row per group and volume (group, volume_id, status, reason, label_map) from shard reports under <group>/;
+    label_map is the map's path in the shard's folder beside its report (empty when the volume has none), so a
+    user finds a volume's map in one step. A report that says a map exists where its folder has none is an error."""
     counts: dict[tuple[str, str], int] = {}
     with atomic_path(out) as tmp, open(tmp, "w", newline="") as handle:
         writer = csv.writer(handle, delimiter="\t", lineterminator="\n")
-        writer.writerow(("group", *REPORT_COLUMNS))
+        writer.writerow(STATUS_COLUMNS)
         for path in sorted(map(Path, report_paths), key=lambda p: (p.parent.name, _shard_index(p))):
-            group = path.parent.name
+            group, maps = path.parent.name, MapIndex([job_folder(path)])
             for o in read_report(path):
-                writer.writerow([group, o.volume_id, o.status, o.reason])
+                label_map = maps.get(o.volume_id) if o.status in MAP_STATUSES else None
+                if o.status in MAP_STATUSES and label_map is None:
+                    raise FileNotFoundError(f"{path}: volume {o.volume_id} is {o.status} but its label map is not in "
+                                            f"{job_folder(path)}")
+                writer.writerow([group, o.volume_id, o.status, o.reason, label_map or ""])
                 counts[group, o.status] = counts.get((group, o.status), 0) + 1
     for (group, status), n in sorted(counts.items()):
         log.info("group %s: %d %s", group, n, status)
@@ -261,8 +286,8 @@ class _VolumeJob:
     outcome: VolumeOutcome | None = None  # set when nothing is left to predict
 
 
-def _plan_volume(volume_dir: Path, out_dir, group: int, shared: dict, brain_dir, resume: bool,
-                 vertebrae_dir=None) -> _VolumeJob:
+def _plan_volume(volume_dir: Path, out_dir, group: int, shared: dict, brain_maps: MapIndex | None, resume: bool,
+                 vertebrae_maps: MapIndex | None = None) -> _VolumeJob:
     """Decide what a volume needs: nothing (quarantined, kept from an interrupted run, or gated out) or a
     prediction; compute the fingerprint its label map will carry."""
     volume_id = volume_dir.name
@@ -275,17 +300,18 @@ def _plan_volume(volume_dir: Path, out_dir, group: int, shared: dict, brain_dir,
         raise ValueError(f"{volume_dir / 'record.json'}: status {record.get('status')!r}, expected ok or quarantined")
     parts = {**shared, "image": file_digest(job.image)}
     if is_head_group(group):
-        brain_map = label_map_path(brain_dir, volume_id)
-        if not brain_map.is_file():
-            raise FileNotFoundError(f"{brain_map}: group 553 label map of volume {volume_id} is missing; "
+        brain_map = brain_maps.get(volume_id)
+        if brain_map is None:
+            expected = " or ".join(str(map_path(folder, volume_id)) for folder in brain_maps.folders)
+            raise FileNotFoundError(f"{expected}: group 553 label map of volume {volume_id} is missing; "
                                     "head groups are gated and cropped by its brain")
         parts["brain"] = file_digest(brain_map)
         brain = read_volume(brain_map)
         job.gate = brain_gate(brain.data)
         job.brain_shape = brain.data.shape
-        if group == HEAD_NECK_GROUP and not job.gate.passes and vertebrae_dir is not None:
-            vertebrae_map = label_map_path(vertebrae_dir, volume_id)
-            if vertebrae_map.is_file():
+        if group == HEAD_NECK_GROUP and not job.gate.passes and vertebrae_maps is not None:
+            vertebrae_map = vertebrae_maps.get(volume_id)
+            if vertebrae_map is not None:
                 parts["vertebrae"] = file_digest(vertebrae_map)
                 vertebrae = read_volume(vertebrae_map).data
                 if neck_floor_slice(vertebrae) is not None:

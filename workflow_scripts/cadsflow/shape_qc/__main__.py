@@ -40,9 +40,9 @@ def main(argv=None) -> int:
     which = score.add_mutually_exclusive_group(required=True)
     which.add_argument("--labels", nargs="+", help="pseudo-label maps <volume_id>.nii.gz")
     which.add_argument("--shard-report", nargs="+", help="pseudo-label shard reports: score their volumes whose "
-                       "status is ok (their maps in --label-dir); the others are not pseudo-labelled")
+                       "status is ok (their maps in the shard's folder beside the report, shard_k.tsv -> shard_k/); "
+                       "the others are not pseudo-labelled")
     score.add_argument("--volume-ids", nargs="+", help="ids of --labels (default: from the file names)")
-    score.add_argument("--label-dir", help="with --shard-report: the folder of the group's maps <volume_id>.nii.gz")
     score.add_argument("--out", required=True, help="score table to write (TSV)")
 
     exclude = sub.add_parser("exclude", help="per-image scores and the worst fraction of a group's images")
@@ -59,8 +59,8 @@ def main(argv=None) -> int:
     gallery.add_argument("--scores", nargs="+", required=True, help="the group's score tables (all shards)")
     where = gallery.add_mutually_exclusive_group(required=True)
     where.add_argument("--labels", nargs="+", help="pseudo-label maps <volume_id>.nii.gz")
-    where.add_argument("--label-dir", help="folder of the group's pseudo-labels <volume_id>.nii.gz (only the shown "
-                                            "volumes are read)")
+    where.add_argument("--label-dir", nargs="+", help="the group's folders of pseudo-labels <volume_id>.nii.gz (its "
+                       "shard folders; listed once each, only the shown volumes are read)")
     images = gallery.add_mutually_exclusive_group()
     images.add_argument("--images", nargs="+", help="CT images, in the order of --labels")
     images.add_argument("--image-glob", help="pattern of a volume's CT with {volume_id}, e.g. "
@@ -137,12 +137,11 @@ def _score(args) -> int:
 
     preset = _preset(args)
     if args.shard_report:
-        if not args.label_dir:
-            raise SystemExit("--shard-report needs --label-dir")
+        from cadsflow.layout import job_folder, map_path
         from cadsflow.pseudolabel.shards import ok_volumes
 
-        ids = [v for report in args.shard_report for v in ok_volumes(report)]
-        labels = [str(Path(args.label_dir) / f"{v}.nii.gz") for v in ids]
+        pairs = [(v, map_path(job_folder(report), v)) for report in args.shard_report for v in ok_volumes(report)]
+        ids, labels = [v for v, _ in pairs], [str(path) for _, path in pairs]
     else:
         ids, labels = _ids(args), args.labels
     device = _torch_setup(args, preset)
@@ -178,7 +177,10 @@ def _gallery(args) -> int:
         labels = dict(zip(ids, map(Path, args.labels)))
         images = dict(zip(ids, map(Path, args.images))) if args.images else {}
     else:
-        labels = {v: Path(args.label_dir) / f"{v}.nii.gz" for v in table["volume_id"]}
+        from cadsflow.layout import MapIndex
+
+        maps = MapIndex(args.label_dir)
+        labels = {v: maps.path(v) for v in table["volume_id"] if v in maps}
         images = {}
     n = preset.gallery_volumes if args.n is None else args.n
     ranked = table[(table["state"] == SCORED) & table["volume_id"].isin(labels)].sort_values("rank")
