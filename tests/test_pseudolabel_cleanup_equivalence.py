@@ -1,0 +1,129 @@
+"""The one-pass connected-component clean-up (clean_components: one bounding-box pass, one multi-label labelling)
+gives exactly the label maps of the per-structure version it replaced, kept here as the reference: each structure
+labelled alone with scipy over the whole volume, hole filling and hull on the whole volume."""
+
+import math
+
+import numpy as np
+import pytest
+from scipy import ndimage
+
+from cadsflow.pseudolabel.postprocess import (
+    ANTERIOR_AXIS,
+    AUTHORS_VOXEL_MM,
+    CONNECTIVITY,
+    RIGHT_AXIS,
+    SUPERIOR_AXIS,
+    CleanupRules,
+    clean_components,
+)
+
+
+def reference_clean_components(labels, rules, spacing=None):
+    """The per-structure clean-up as it was before the one-pass version (same steps, whole-volume passes)."""
+    out = labels.copy()
+    scale = 1.0 if spacing is None else AUTHORS_VOXEL_MM**3 / float(np.prod(np.asarray(spacing, dtype=float)))
+    structure = ndimage.generate_binary_structure(3, CONNECTIVITY[rules.connectivity])
+    for label_id in rules.labels():
+        if not np.any(out == label_id):
+            continue
+        if label_id in rules.fill_holes:
+            for axis in (None, SUPERIOR_AXIS, RIGHT_AXIS, ANTERIOR_AXIS, None):
+                mask = out == label_id
+                if axis is None:
+                    filled = ndimage.binary_fill_holes(mask)
+                else:
+                    moved = np.moveaxis(mask, axis, 0)
+                    filled = np.moveaxis(np.stack([ndimage.binary_fill_holes(s) for s in moved]), 0, axis)
+                out[filled & ~mask] = label_id
+        minimum = math.ceil(rules.min_voxels.get(label_id, 0) * scale)
+        keep = rules.keep_largest.get(label_id)
+        if keep is not None or minimum > 0:
+            mask = out == label_id
+            components, n = ndimage.label(mask, structure=structure)
+            sizes = np.bincount(components.ravel(), minlength=n + 1)[1:]
+            order = np.argsort(-sizes, kind="stable")
+            rank = np.empty(n, dtype=int)
+            rank[order] = np.arange(n)
+            kept = (sizes >= minimum) & (rank < (keep if keep is not None else n))
+            out[mask & ~np.concatenate([[False], kept])[components]] = 0
+        if rules.convex_hull.get(label_id):
+            from skimage.morphology import convex_hull_image
+
+            eroded = ndimage.binary_erosion(out == label_id, ndimage.generate_binary_structure(3, 3),
+                                            iterations=rules.convex_hull[label_id])
+            for z in np.flatnonzero(eroded.any(axis=(0, 1))):
+                out[:, :, z][convex_hull_image(eroded[:, :, z])] = label_id
+    return out
+
+
+def noisy_label_map(seed, shape=(40, 36, 44), n_labels=6):
+    """Blocks of labels 1..n_labels with speckle of every label scattered over the volume (an untrained model's
+    map: many components per label, spread across the volume) and a few closed shells with holes."""
+    rng = np.random.default_rng(seed)
+    labels = np.zeros(shape, dtype=np.uint8)
+    for label in range(1, n_labels + 1):
+        lo = rng.integers(0, np.array(shape) - 8)
+        hi = lo + rng.integers(4, 16, size=3)
+        labels[tuple(slice(a, b) for a, b in zip(lo, hi))] = label
+    speckle = rng.random(shape) < 0.08
+    labels[speckle] = rng.integers(0, n_labels + 1, size=int(speckle.sum()))
+    shell_label = 1 + seed % n_labels
+    labels[5:15, 5:15, 5:15] = shell_label
+    labels[7:13, 7:13, 7:13] = 1 + (seed + 1) % n_labels  # a hole holding another label
+    return labels
+
+
+RULE_SETS = {
+    "min_voxels": CleanupRules(keep_largest={}, min_voxels={1: 4, 2: 30, 3: 2, 5: 100}),
+    "keep_largest": CleanupRules(keep_largest={1: 1, 2: 2, 4: 3, 6: 1}, min_voxels={2: 3}),
+    "fill_holes_then_others": CleanupRules(keep_largest={1: 1, 3: 1}, min_voxels={2: 5, 4: 5},
+                                           fill_holes=frozenset({1, 2})),
+    "convex_hull": CleanupRules(keep_largest={2: 1}, min_voxels={3: 5}, convex_hull={2: 1, 3: 1}),
+    "6-connectivity": CleanupRules(keep_largest={1: 2, 5: 1}, connectivity=6, min_voxels={3: 3}),
+    "18-connectivity": CleanupRules(keep_largest={1: 2, 4: 1}, connectivity=18, min_voxels={6: 3}),
+}
+
+
+@pytest.mark.parametrize("name", sorted(RULE_SETS))
+@pytest.mark.parametrize("seed", range(4))
+def test_one_pass_cleanup_equals_the_per_structure_cleanup(name, seed):
+    labels = noisy_label_map(seed)
+    expected = reference_clean_components(labels, RULE_SETS[name])
+    out = clean_components(labels, RULE_SETS[name])
+    assert not np.array_equal(expected, labels)  # the rules did change the map: the comparison means something
+    assert np.array_equal(out, expected)
+
+
+def test_one_pass_cleanup_with_rescaled_minimum_equals_the_per_structure_cleanup():
+    labels = noisy_label_map(7)
+    rules = RULE_SETS["min_voxels"]
+    assert np.array_equal(clean_components(labels, rules, spacing=(0.75, 0.75, 1.0)),
+                          reference_clean_components(labels, rules, spacing=(0.75, 0.75, 1.0)))
+
+
+def test_equal_sized_components_at_the_keep_cut_keep_scipys_first_in_raster_order():
+    labels = np.zeros((12, 12, 12), dtype=np.uint8)
+    labels[8:10, 8:10, 8:10] = 3  # 8 voxels, later in raster order
+    labels[1:3, 1:3, 1:3] = 3  # 8 voxels, first in raster order
+    labels[5, 5, 5] = 3  # 1 voxel
+    out = clean_components(labels, CleanupRules(keep_largest={3: 1}))
+    assert np.array_equal(out, reference_clean_components(labels, CleanupRules(keep_largest={3: 1})))
+    assert (out[1:3, 1:3, 1:3] == 3).all() and not out[8:10, 8:10, 8:10].any() and out[5, 5, 5] == 0
+
+
+def test_a_label_emptied_by_an_earlier_labels_hole_filling_is_left_alone():
+    labels = np.zeros((12, 12, 12), dtype=np.uint8)
+    labels[2:9, 2:9, 2:9] = 1
+    labels[4:7, 4:7, 4:7] = 2  # only inside label 1's hole
+    rules = CleanupRules(keep_largest={2: 1}, fill_holes=frozenset({1}))
+    out = clean_components(labels, rules)
+    assert (out[2:9, 2:9, 2:9] == 1).all() and int((out == 2).sum()) == 0
+    assert np.array_equal(out, reference_clean_components(labels, rules))
+
+
+def test_no_rules_and_empty_maps_come_back_unchanged():
+    labels = noisy_label_map(1)
+    assert np.array_equal(clean_components(labels, CleanupRules(keep_largest={})), labels)
+    empty = np.zeros((5, 6, 7), dtype=np.uint8)
+    assert np.array_equal(clean_components(empty, RULE_SETS["keep_largest"]), empty)
