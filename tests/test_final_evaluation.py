@@ -33,15 +33,16 @@ def write_case(tmp_path, volume_id):
                                                         specialists[:, :, 5 + LIVER_SLABS // 2:])  # fmt: skip
     write_nifti(tmp_path / "ref" / f"{volume_id}.nii.gz", ref, affine)
     write_nifti(tmp_path / "final" / "551" / f"{volume_id}.nii.gz", final, affine)
-    write_nifti(tmp_path / "pseudolabels" / "551" / f"{volume_id}.nii.gz", specialists, affine)
+    write_nifti(tmp_path / "pseudolabels" / "551" / "shard_0" / f"{volume_id}.nii.gz", specialists, affine)
 
 
 def scored(tmp_path):
     for v in VOLUMES:
         write_case(tmp_path, v)
+    specialists = tmp_path / "pseudolabels" / "{group}" / "shard_0"  # a pseudo-label shard's folder of maps
     items = [VolumeToScore(v, "unified", str(tmp_path / "ref" / f"{v}.nii.gz"),
                            str(tmp_path / "final" / "{group}" / f"{v}.nii.gz"),
-                           comparisons={"specialists": str(tmp_path / "pseudolabels" / "{group}" / f"{v}.nii.gz")})
+                           comparisons={"specialists": str(specialists / f"{v}.nii.gz")})
              for v in VOLUMES]  # fmt: skip
     table = tmp_path / "batch.tsv"
     run_batch(items, table, ALIGNMENT_YAML)

@@ -88,9 +88,9 @@ def run(tmp_path):
             write_nifti(std / vid / "image.nii.gz", ramp_ct(100 * i), AFFINE)
     images = tmp_path / "flavors" / "images" / BATCH
     write_flavor_images(std, images, (5.0, 95.0))
-    pseudo = tmp_path / "pseudolabels" / str(GROUP)
+    pseudo = tmp_path / "pseudolabels" / str(GROUP) / "shard_0"  # the shard's maps, in the folder beside its report
     pseudo.mkdir(parents=True)
-    with open(pseudo / "shard_0.tsv", "w") as handle:
+    with open(pseudo.with_suffix(".tsv"), "w") as handle:
         handle.write("volume_id\tstatus\treason\n")
         for vid, (_, _, pl_status) in volumes.items():
             handle.write(f"{vid}\t{pl_status}\t\n")
@@ -105,13 +105,13 @@ def run(tmp_path):
     excluded = tmp_path / "shape_qc" / str(GROUP) / "excluded.tsv"
     excluded.parent.mkdir(parents=True)
     excluded.write_text("volume_id\timage_score\trank\treason\nv_unl\t3.2\t1\tworst 10%\n")
-    return {"root": tmp_path, "images": read_image_index([images]), "reports": [pseudo / "shard_0.tsv"],
+    return {"root": tmp_path, "images": read_image_index([images]), "reports": [pseudo.with_suffix(".tsv")],
             "pseudo": pseudo, "gt_root": tmp_path / "gt", "excluded": excluded, "image_dir": images}
 
 
 def export(run, training_set, override=True, name="Dataset559_BodyRegions"):
-    selection = select_cases(training_set, GROUP, run["images"], reports=run["reports"], pseudo_dir=run["pseudo"],
-                             held_out_split="test", gt_root=run["gt_root"] if override else None,
+    selection = select_cases(training_set, GROUP, run["images"], reports=run["reports"], held_out_split="test",
+                             gt_root=run["gt_root"] if override else None,
                              excluded=run["excluded"])
     out = run["root"] / training_set / name
     spec = write_flavor_dataset(GROUP, training_set, selection, out)
@@ -251,8 +251,8 @@ def test_planned_flavor_dataset_carries_the_flavor_configuration_with_no_normali
               "--nnunet-preprocessed", str(nnunet / "pre"), "--nnunet-results", str(nnunet / "models")]
     env = {**os.environ, "PYTHONPATH": str(REPO / "workflow_scripts")}
     cmd = [sys.executable, "-m", "cadsflow.flavors", "dataset", "--flavor", "Pseudo", "--dataset", str(raw),
-           "--images", str(run["image_dir"]), "--pseudo-reports", *map(str, run["reports"]), "--pseudo-dir",
-           str(run["pseudo"]), "--gt-root", str(run["gt_root"]), "--marker", str(tmp_path / "planned"),
+           "--images", str(run["image_dir"]), "--pseudo-reports", *map(str, run["reports"]), "--gt-root",
+           str(run["gt_root"]), "--marker", str(tmp_path / "planned"),
            "--log", str(tmp_path / "dataset.log"), *common]
     done = subprocess.run(cmd, env=env, capture_output=True, text=True)
     assert done.returncode == 0, (tmp_path / "dataset.log").read_text()[-3000:]
@@ -275,3 +275,10 @@ def test_planned_flavor_dataset_carries_the_flavor_configuration_with_no_normali
         "nnUNetTrainerCadsFlavorSmoke", "3d_cads_flavor", "all")
     assert os.path.isfile(marker["checkpoint"])
     assert "nnUNetTrainerCadsFlavorSmoke__nnUNetPlansCadsFlavorSmoke__3d_cads_flavor" in marker["model_dir"]
+
+
+def test_pseudo_and_shape_sets_without_shard_reports_are_refused_naming_what_is_missing(run):
+    with pytest.raises(DatasetError, match=r"group 559: the pseudo training set needs reports$"):
+        select_cases(PSEUDO, GROUP, run["images"], reports=[])
+    with pytest.raises(DatasetError, match=r"group 559: the shape training set needs reports, excluded$"):
+        select_cases(SHAPE, GROUP, run["images"], reports=())

@@ -77,7 +77,8 @@ def test_status_table_refuses_a_report_whose_ok_volume_has_no_map_in_the_shard_f
 def test_a_shard_of_quarantined_volumes_leaves_its_declared_folder_empty(tmp_path):
     volumes = [standardized(tmp_path, v, status="quarantined") for v in ("a", "b")]
     out = tmp_path / "551" / "shard_0"
-    report = predict_shard(tmp_path / "no_model", "all", volumes, out, 551, report_path=tmp_path / "551" / "shard_0.tsv")
+    report = predict_shard(tmp_path / "no_model", "all", volumes, out, 551,
+                           report_path=tmp_path / "551" / "shard_0.tsv")
     assert report.model_loads == 0 and [o.status for o in report.outcomes] == [QUARANTINED, QUARANTINED]
     assert out.is_dir() and list(out.iterdir()) == []
 

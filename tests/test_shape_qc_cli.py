@@ -47,11 +47,16 @@ def _save(path, data):
 
 def test_train_score_exclude_gallery_through_the_command_line(tmp_path, tiny_config):
     gt = [_save(tmp_path / f"gt{i}.nii.gz", _label_map(3.0 + 0.5 * i, i % 2)) for i in range(4)]
-    pl_dir = tmp_path / "pl"
-    pl_dir.mkdir()
-    pseudo = [_save(pl_dir / f"case{i}.nii.gz", _label_map(3.5, 0)) for i in range(9)]
-    (pl_dir / "broken.nii.gz").write_bytes(b"not a nifti")
-    pseudo.append(str(pl_dir / "broken.nii.gz"))
+    # the pseudolabel stage's layout: each shard's maps in the folder beside its report (pl/shard_k.tsv, pl/shard_k/)
+    shards = [tmp_path / "pl" / "shard_0", tmp_path / "pl" / "shard_1"]
+    for folder in shards:
+        folder.mkdir(parents=True)
+    pseudo = [_save(shards[i // 5] / f"case{i}.nii.gz", _label_map(3.5, 0)) for i in range(9)]
+    (shards[1] / "broken.nii.gz").write_bytes(b"not a nifti")
+    pseudo.append(str(shards[1] / "broken.nii.gz"))
+    for k, folder in enumerate(shards):
+        rows = [f"{Path(p).name.removesuffix('.nii.gz')}\tok\tpredicted\n" for p in pseudo if Path(p).parent == folder]
+        folder.with_suffix(".tsv").write_text("volume_id\tstatus\treason\n" + "".join(rows) + f"q{k}\tquarantined\tx\n")
     ct = [_save(tmp_path / f"ct_{Path(p).name}", np.full((20, 20, 20), 40, dtype=np.int16)) for p in pseudo]
     common = ["--preset", "tiny", "--config", str(tiny_config)]
     torch_common = common + ["--threads", "1", "--seed", "0"]
@@ -76,9 +81,13 @@ def test_train_score_exclude_gallery_through_the_command_line(tmp_path, tiny_con
     assert list(excluded["volume_id"]) == ["broken"]  # 10 images: quota 1, taken by the failed one
     assert (tmp_path / "gallery.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
-    # the rule's form: the group's pseudo-label folder and a CT pattern instead of 22,000 paths
+    # the rules' form: scoring finds each shard report's ok maps in the folder beside it (the quarantined volumes
+    # are not scored); the gallery indexes the group's shard folders and takes a CT pattern instead of 22,000 paths
+    assert main(["score", *torch_common, "--prior", str(tmp_path / "prior.pt"), "--shard-report",
+                 *(str(f.with_suffix(".tsv")) for f in shards), "--out", str(tmp_path / "from_reports.tsv")]) == 0
+    assert (tmp_path / "from_reports.tsv").read_text() == (tmp_path / "scores.tsv").read_text()
     assert main(["gallery", *torch_common, "--prior", str(tmp_path / "prior.pt"), "--scores",
-                 str(tmp_path / "scores.tsv"), "--label-dir", str(pl_dir),
+                 str(tmp_path / "scores.tsv"), "--label-dir", *map(str, shards),
                  "--image-glob", str(tmp_path / "ct_{volume_id}.nii.gz"), "--out", str(tmp_path / "g2.png")]) == 0
     assert (tmp_path / "g2.png").stat().st_size > 0
 

@@ -137,7 +137,8 @@ def test_shard_loads_the_model_once_keeps_good_volumes_when_one_fails_and_a_resu
     volumes = [write_standardized(standardized, "vol_a", seed=10),
                write_standardized(standardized, "vol_b", corrupt=True),
                write_standardized(standardized, "vol_c", seed=11)]
-    out_dir, report = root / "pseudolabels" / str(GROUP), root / "pseudolabels" / str(GROUP) / "shard_0.tsv"
+    # the rule's layout: the shard's declared folder of maps beside its report
+    out_dir, report = root / "pseudolabels" / str(GROUP) / "shard_0", root / "pseudolabels" / str(GROUP) / "shard_0.tsv"
 
     first = pseudolabel(dirs, marker, volumes, out_dir, report, root / "first.log")
     assert first.returncode == 0, first.stderr
