@@ -78,8 +78,9 @@ def test_every_volume_has_a_pseudolabel_per_group_on_its_standardized_grid(demo)
     for image in demo.glob("results/standardized/*/*/image.nii.gz"):
         img = nib.load(image)
         grids[image.parent.name] = (img.shape, img.affine)
-    for r in ok:
-        label = nib.load(demo / f"results/pseudolabels/{r['group']}/{r['volume_id']}.nii.gz")
+    for r in ok:  # the status table names each map: results/pseudolabels/<G>/shard_<k>/<id>.nii.gz
+        assert r["label_map"].startswith(f"results/pseudolabels/{r['group']}/shard_"), r
+        label = nib.load(demo / r["label_map"])
         shape, affine = grids[r["volume_id"]]
         assert label.shape == shape and np.allclose(label.affine, affine)
 
@@ -108,12 +109,14 @@ def test_head_groups_are_gated_by_the_brain_of_group_553(demo):
     # promise checked is the rule itself: a head pseudo-label is skipped exactly when group 553's map of that
     # volume holds fewer than 2000 brain voxels, and a skipped volume gets an empty map on its grid.
     brain_id = load_label_space().group_label_map(553)["brain"]
-    rows = [r for r in _tsv(demo / "results/pseudolabels/status.tsv") if r["group"] in ("557", "558")]
+    status = _tsv(demo / "results/pseudolabels/status.tsv")
+    rows = [r for r in status if r["group"] in ("557", "558")]
+    brains = {r["volume_id"]: r["label_map"] for r in status if r["group"] == "553"}
     assert len(rows) == 2 * 21
     for r in rows:
-        brain = np.asarray(nib.load(demo / f"results/pseudolabels/553/{r['volume_id']}.nii.gz").dataobj)
+        brain = np.asarray(nib.load(demo / brains[r["volume_id"]]).dataobj)
         voxels = int((brain == brain_id).sum())
-        head = nib.load(demo / f"results/pseudolabels/{r['group']}/{r['volume_id']}.nii.gz")
+        head = nib.load(demo / r["label_map"])
         assert head.shape == brain.shape
         if voxels >= 2000:
             assert r["status"] == "ok", (r, voxels)
@@ -130,7 +133,9 @@ def test_head_groups_are_gated_by_the_brain_of_group_553(demo):
 def _neck_floor(demo, volume_id):
     from cadsflow.pseudolabel.postprocess import neck_floor_slice
 
-    return neck_floor_slice(np.asarray(nib.load(demo / f"results/pseudolabels/552/{volume_id}.nii.gz").dataobj))
+    status = _tsv(demo / "results/pseudolabels/status.tsv")
+    path = next(r["label_map"] for r in status if r["group"] == "552" and r["volume_id"] == volume_id)
+    return neck_floor_slice(np.asarray(nib.load(demo / path).dataobj))
 
 
 def _has_neck(demo, volume_id):
@@ -495,7 +500,7 @@ def test_a_changed_postprocessing_rule_and_a_forcerun_each_re_predict_the_shard(
     log = demo / "logs/pseudolabel/551/shard_0.log"
     rows = _tsv(demo / target)
     members = [r["volume_id"] for r in rows if r["status"] == "ok"]
-    maps = [demo / f"results/pseudolabels/551/{v}.nii.gz" for v in members]
+    maps = [demo / f"results/pseudolabels/551/shard_0/{v}.nii.gz" for v in members]  # the shard's declared folder
     assert members
     before = {m: stored_fingerprint(m) for m in maps}
 
