@@ -1,8 +1,10 @@
 # Stage: assembly (Online Methods 2.5, 3.2, 5.2; Tables A.4-A.5). One job per standardize batch assembles every
 # group of its volumes from the flavors the ranking chose (progressive merge, vertebra and rib blocks, ground truth
-# on top), the spine group before the rib group, whose repair reads the spine just assembled; maps go to
-# results/assembled/{group}/{volume_id}.nii.gz with a per-volume provenance beside them, and the batch's provenance
-# table is the declared output. Then the dataset card from all batches' tables and the stages' dataset.json files.
+# on top), the spine group before the rib group, whose repair reads the spine just assembled. A batch job declares,
+# for each group, its folder results/assembled/{group}/{batch}/ ({volume_id}.nii.gz and {volume_id}.provenance.tsv)
+# and the batch's provenance table; Snakemake deletes those before it runs the job, so a rerun of one killed batch
+# redoes that batch only. Then the dataset card from all batches' tables and the stages' dataset.json files, with
+# files.tsv: where each volume's map of each group lies.
 
 
 include: "assembly_lookups.smk"
@@ -17,13 +19,14 @@ rule assemble_batch:
     """
     input:
         priority=AS_PRIORITY,
-        predictions=as_prediction_reports,
+        predictions=as_prediction_dirs,  # the flavor prediction jobs' folders holding the batch's volumes
         gt=as_gt_input,
         standardized="results/standardized/{batch}",
         # its content shapes the maps (blocks, rib constants): a changed config reruns the batches
         config=AS_CONFIG,
     output:
-        provenance=f"{AS_DIR}/provenance/{{batch}}.tsv",
+        provenance=as_provenance("{batch}"),
+        maps=directory(as_batch_dirs("{batch}")),
     log:
         "logs/assembly/{batch}.log",
     benchmark:
@@ -38,7 +41,7 @@ rule assemble_batch:
         volumes=lambda wc: BATCHES[wc.batch],
         flavors=as_flavor_args,
         gt=as_gt_args,
-        out_dir=lambda wc: f"{AS_DIR}/{{group}}",
+        out_dir=lambda wc: as_batch_dir("{group}", wc.batch),
     shell:
         "python -m cadsflow.assembly --log {log:q} batch --groups {params.groups} --volumes {params.volumes:q}"
         " {params.flavors} --priority {input.priority:q} {params.gt} --standardized {input.standardized:q}"
@@ -56,6 +59,7 @@ rule dataset_card:
         training=AS_CARD["training"],
         origins=AS_CARD["origins"],
         summary=AS_CARD["summary"],
+        files=AS_CARD["files"],
         page=report(
             AS_CARD["page"],
             caption="report/dataset_card.rst",
@@ -73,6 +77,7 @@ rule dataset_card:
     params:
         datasets=as_card_args,
         out_dir=lambda wc, output: str(Path(output.summary).parent),
+        maps_root=lambda wc, output: str(Path(output.summary).parent.parent),  # AS_DIR
     shell:
         "python -m cadsflow.assembly --log {log:q} card --provenance {input.provenance:q} {params.datasets}"
-        " --out-dir {params.out_dir:q} 2>> {log:q}"
+        " --out-dir {params.out_dir:q} --maps-root {params.maps_root:q} 2>> {log:q}"

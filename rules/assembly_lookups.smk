@@ -1,14 +1,14 @@
 # Lookups of the assembly stage (rules/assembly.smk includes this file at its top): the batch jobs' inputs and
 # command-line words, the card's dataset.json files, and the stage's paths (contracts: as_provenance, as_map).
 # Parse-time code: cheap at 22,022 volumes (dictionary lookups, no file scans). The other stages' lookups
-# (fp_report_of, fp_prediction_dir, fl_dataset_json, FL_FLAVORS; fn_dataset_json, included after this file) are
+# (fp_dir_of, fl_dataset_json, FL_FLAVORS; fn_dataset_json, included after this file) are
 # only called inside functions, at DAG time.
 
 from cadsflow.assembly.card import CARD_FILES
 from cadsflow.assembly.dag import (
     dataset_json_args,
     flavor_dir_args,
-    prediction_reports,
+    prediction_dirs,
     training_datasets,
 )
 
@@ -23,14 +23,24 @@ def as_provenance(batch):
     return f"{AS_DIR}/provenance/{batch}.tsv"
 
 
+def as_batch_dir(group, batch):
+    """The batch job's declared folder of one group: <volume_id>.nii.gz and <volume_id>.provenance.tsv."""
+    return f"{AS_DIR}/{group}/{batch}"
+
+
+def as_batch_dirs(batch):
+    """The batch job's folders of every group (its declared directory outputs)."""
+    return [as_batch_dir(g, batch) for g in SP_GROUPS]
+
+
 def as_map(group, volume_id):
     """A volume's assembled label map of one group (written by its batch's job; none if quarantined)."""
-    return f"{AS_DIR}/{group}/{volume_id}.nii.gz"
+    return f"{as_batch_dir(group, BATCH_OF[volume_id])}/{volume_id}.nii.gz"
 
 
-def as_prediction_reports(wc):
-    """The flavor prediction reports of the batch's volumes, every group (their jobs write the predictions)."""
-    return prediction_reports(BATCHES[wc.batch], SP_GROUPS, fp_report_of)
+def as_prediction_dirs(wc):
+    """The folders of the flavor prediction jobs (validation, parts) that hold the batch's volumes, every group."""
+    return prediction_dirs(BATCHES[wc.batch], SP_GROUPS, fp_dir_of)
 
 
 def as_gt_input(wc):
@@ -49,7 +59,7 @@ def as_gt_args(wc):
 def as_flavor_args(wc):
     return " ".join(
         shlex.quote(w)
-        for w in flavor_dir_args(SP_GROUPS, FL_FLAVORS, fp_prediction_dir)
+        for w in flavor_dir_args(BATCHES[wc.batch], SP_GROUPS, FL_FLAVORS, fp_dir_of)
     )
 
 

@@ -1,6 +1,7 @@
 # Stage: final (Online Methods 4.1, 6.1). One CADS model per group, trained on the assembled labels of every
 # non-test volume (head groups: the paper's subsets), with inverse-frequency oversampling of rare structures and
-# mirroring off; then its predictions of the test split, which the evaluation scores by default.
+# mirroring off; then its predictions of the test split, which the evaluation scores by default: final_predict
+# declares results/final/predictions/{group}/ (only its {volume_id}.nii.gz maps) with its report {group}.tsv beside.
 # config/final.yaml holds the subsets, the oversampling rule and the presets (config["preset"] picks one by name).
 # nnU-Net's folders: results/final/nnUNet_raw, nnUNet_preprocessed and models (nnUNet_results).
 
@@ -15,6 +16,7 @@ rule final_dataset:
     input:
         provenance=[as_provenance(b) for b in FN_TRAINING_BATCHES],
         standardized=[f"results/standardized/{b}" for b in FN_TRAINING_BATCHES],
+        assembled=fn_assembled_dirs,  # the group's assembled maps (batch folders) the dataset links
         # its content decides the subsets and weights: a changed rule rebuilds the dataset (input trigger)
         final_config=FN_CONFIG,
     output:
@@ -84,10 +86,11 @@ rule final_predict:
     input:
         model=lambda wc: fn_model_marker(wc.group),
         batches=sorted({f"results/standardized/{BATCH_OF[v]}" for v in FN_TEST_VOLUMES}),
-        brain=fn_brain_reports,
+        brain=fn_brain_inputs,  # 557/558: the final 553 (552) prediction folders
         postprocessing=project_path(config["pseudolabel"]["postprocessing"]),
     output:
-        report=f"{FN_PREDICTIONS}/{{group}}/test.tsv",
+        report=fn_test_report("{group}"),
+        maps=directory(fn_prediction_dir("{group}")),
     log:
         "logs/final/predict_{group}.log",
     benchmark:
@@ -103,7 +106,6 @@ rule final_predict:
         ),
     params:
         volumes=[standardized(v) for v in FN_TEST_VOLUMES],
-        out_dir=f"{FN_PREDICTIONS}/{{group}}",
         brain=fn_brain_args,
         trainers=str(TRAINERS_DIR),
         device=FN_PRESET.device,
@@ -116,7 +118,7 @@ rule final_predict:
         ),
     shell:
         "nnUNet_extTrainer={params.trainers:q} python -m cadsflow.pseudolabel --group {wildcards.group}"
-        " --model {input.model:q} --volumes {params.volumes:q} --out-dir {params.out_dir:q}"
+        " --model {input.model:q} --volumes {params.volumes:q} --out-dir {output.maps:q}"
         " --report {output.report:q} {params.brain} --postprocessing {input.postprocessing:q}"
         " --device {params.device} --tile-step-size {params.tile_step}"
         " --label-resampling {params.label_resampling} --threads {threads} {params.strict}"

@@ -3,6 +3,7 @@
 # Parse-time code: cheap at 22,022 volumes (dictionary lookups, no file scans).
 
 from cadsflow.final.config import load_final_preset
+from cadsflow.layout import job_folder
 
 FN_CONFIG = project_path(config["final"]["config"])
 FN_PRESET = load_final_preset(config["preset"], FN_CONFIG)
@@ -11,9 +12,8 @@ FN_RAW = f"{FN_ROOT}/nnUNet_raw"
 FN_PREPROCESSED = f"{FN_ROOT}/nnUNet_preprocessed"
 FN_MODELS = f"{FN_ROOT}/models"  # nnUNet_results
 FN_SAMPLING = f"{FN_ROOT}/sampling"
-FN_PREDICTIONS = (
-    f"{FN_ROOT}/predictions"  # {group}/{volume_id}.nii.gz and {group}/test.tsv
-)
+# {group}.tsv: final_predict's report; beside it its declared folder {group}/ holding only {volume_id}.nii.gz
+FN_PREDICTIONS = f"{FN_ROOT}/predictions"
 FN_GROUPS = SP_GROUPS  # the assembly labels the groups whose specialists exist
 FN_ARGS = " ".join(  # the preset and nnU-Net's folders, as the train step's command line names them
     f"--{name} {shlex.quote(str(value))}"
@@ -56,8 +56,15 @@ def fn_model_marker(group):
 
 
 def fn_test_report(group):
-    """The report of the group's test-split predictions (volume_id, status, reason)."""
-    return f"{FN_PREDICTIONS}/{group}/test.tsv"
+    """The report of the group's test-split predictions (volume_id, status, reason), beside its folder of maps."""
+    return f"{FN_PREDICTIONS}/{group}.tsv"
+
+
+def fn_prediction_dir(group):
+    """final_predict's declared folder: the group's {volume_id}.nii.gz of the test split, nothing else (so the
+    evaluation's default prediction path results/final/predictions/{group}/{volume_id}.nii.gz is flat).
+    """
+    return str(job_folder(fn_test_report(group)))
 
 
 def fn_check_dataset(wildcards):
@@ -85,22 +92,32 @@ def fn_training_candidates(wildcards):
     ]
 
 
-def fn_brain_reports(wildcards):
-    """Head groups wait for the final model's own group 553 predictions of the test volumes (and 558 for 552's:
-    its neck fallback), as the pseudo-label shards do (pl_brain_shard)."""
+def fn_brain_dirs(wildcards):
+    """Head groups read the final model's own group 553 predictions of the test volumes (and 558 group 552's: its
+    neck fallback): their final_predict folders, the DAG edge 553 -> 557/558."""
     group = int(wildcards.group)
-    reports = [fn_test_report(BRAIN_GROUP)] if is_head_group(group) else []
+    dirs = (
+        {"--brain-dir": fn_prediction_dir(BRAIN_GROUP)} if is_head_group(group) else {}
+    )
     if group == NECK_FALLBACK_GROUP and NECK_VERTEBRAE_GROUP in FN_GROUPS:
-        reports.append(fn_test_report(NECK_VERTEBRAE_GROUP))
-    return reports
+        dirs["--vertebrae-dir"] = fn_prediction_dir(NECK_VERTEBRAE_GROUP)
+    return dirs
+
+
+def fn_brain_inputs(wildcards):
+    return list(fn_brain_dirs(wildcards).values())
 
 
 def fn_brain_args(wildcards):
-    group = int(wildcards.group)
-    args = f"--brain-dir {FN_PREDICTIONS}/{BRAIN_GROUP}" if is_head_group(group) else ""
-    if group == NECK_FALLBACK_GROUP and NECK_VERTEBRAE_GROUP in FN_GROUPS:
-        args += f" --vertebrae-dir {FN_PREDICTIONS}/{NECK_VERTEBRAE_GROUP}"
-    return args
+    return " ".join(
+        f"{option} {shlex.quote(folder)}"
+        for option, folder in fn_brain_dirs(wildcards).items()
+    )
+
+
+def fn_assembled_dirs(wildcards):
+    """The assembly's folders of the group that hold the training candidates' maps (one per training batch)."""
+    return [as_batch_dir(wildcards.group, b) for b in FN_TRAINING_BATCHES]
 
 
 def fn_job_resources(runtime_min):

@@ -1,9 +1,11 @@
 # Stage: flavor_predict (Online Methods 2.3, 2.4). Each group's three flavor models predict, in one job per group,
 # the validation volumes (config flavors.validation_split), which the ranking scores; then the flavors the priority
 # table ranks first for some structure of the group predict every other volume, in parts of a few pseudo-label
-# shards (config flavors.shards_per_job). A job loads each of its flavor models once. Label maps:
-# results/flavors/predictions/{group}/{flavor}/{volume_id}.nii.gz (group label ids, standardized grid, the
-# pseudo-labels' post-processing; head groups gated and cropped by group 553's pseudo-labels).
+# shards (config flavors.shards_per_job). A job loads each of its flavor models once. Each job declares its folder
+# of label maps beside its report (cadsflow.layout.job_folder): results/flavors/predictions/{group}/validation/ and
+# .../{group}/part_{part}/, holding {flavor}/{volume_id}.nii.gz (group label ids, standardized grid, the
+# pseudo-labels' post-processing; head groups gated and cropped by group 553's pseudo-labels). Snakemake deletes a
+# job's folder before it runs it, so a rerun of one killed part redoes that part only.
 
 
 include: "flavor_predict_lookups.smk"
@@ -14,10 +16,11 @@ rule flavor_validate:
     input:
         models=fp_models,
         batches=fp_batches(FP_VALIDATION),
-        brain=lambda wc: fp_brain_reports(wc.group, fp_validation_shards()),
+        brain=lambda wc: fp_brain_inputs(wc.group, fp_validation_shards()),
         postprocessing=project_path(config["pseudolabel"]["postprocessing"]),
     output:
-        report=f"{FP_DIR}/{{group}}/validation.tsv",
+        report=fp_validation_report("{group}"),
+        maps=directory(fp_validation_dir("{group}")),
     log:
         "logs/flavor_predict/{group}/validation.log",
     benchmark:
@@ -32,8 +35,7 @@ rule flavor_validate:
     params:
         models=fp_model_args,
         volumes=[standardized(v) for v in FP_VALIDATION],
-        out_root=f"{FP_DIR}/{{group}}",
-        brain=pl_brain_args,
+        brain=lambda wc: fp_brain_args(wc.group, fp_validation_shards()),
         trainers=str(TRAINERS_DIR),
         flavors_config=str(FP_CONFIG),
         preset=config["preset"],
@@ -42,7 +44,7 @@ rule flavor_validate:
         label_resampling=SP_PRESET.label_resampling,
     shell:
         "nnUNet_extTrainer={params.trainers:q} python -m cadsflow.flavors.predict --group {wildcards.group}"
-        " --model {params.models} --volumes {params.volumes:q} --out-root {params.out_root:q}"
+        " --model {params.models} --volumes {params.volumes:q} --out-root {output.maps:q}"
         " --report {output.report:q} {params.brain} --postprocessing {input.postprocessing:q}"
         " --flavors-config {params.flavors_config:q} --flavor-preset {params.preset}"
         " --device {params.device} --tile-step-size {params.tile_step}"
@@ -55,12 +57,11 @@ rule flavor_predict:
         priority=lambda wc: RK_PRIORITY,
         models=fp_models,
         batches=lambda wc: fp_batches(fp_part_volumes(wc.part)),
-        brain=lambda wc: fp_brain_reports(
-            wc.group, part_shards(int(wc.part), len(PL_SHARDS), FP_SHARDS_PER_JOB)
-        ),
+        brain=lambda wc: fp_brain_inputs(wc.group, fp_part_shards(wc.part)),
         postprocessing=project_path(config["pseudolabel"]["postprocessing"]),
     output:
-        report=f"{FP_DIR}/{{group}}/part_{{part}}.tsv",
+        report=fp_part_report("{group}", "{part}"),
+        maps=directory(fp_part_dir("{group}", "{part}")),
     log:
         "logs/flavor_predict/{group}/part_{part}.log",
     benchmark:
@@ -76,8 +77,7 @@ rule flavor_predict:
     params:
         models=fp_model_args,
         volumes=lambda wc: [standardized(v) for v in fp_part_volumes(wc.part)],
-        out_root=f"{FP_DIR}/{{group}}",
-        brain=pl_brain_args,
+        brain=lambda wc: fp_brain_args(wc.group, fp_part_shards(wc.part)),
         trainers=str(TRAINERS_DIR),
         flavors_config=str(FP_CONFIG),
         preset=config["preset"],
@@ -87,7 +87,7 @@ rule flavor_predict:
     shell:
         "nnUNet_extTrainer={params.trainers:q} python -m cadsflow.flavors.predict --group {wildcards.group}"
         " --model {params.models} --priority {input.priority:q} --volumes {params.volumes:q}"
-        " --out-root {params.out_root:q} --report {output.report:q} {params.brain}"
+        " --out-root {output.maps:q} --report {output.report:q} {params.brain}"
         " --postprocessing {input.postprocessing:q} --flavors-config {params.flavors_config:q}"
         " --flavor-preset {params.preset} --device {params.device} --tile-step-size {params.tile_step}"
         " --label-resampling {params.label_resampling} --threads {threads} --log {log:q} 2>> {log:q}"

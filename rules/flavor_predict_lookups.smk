@@ -2,15 +2,16 @@
 # volumes, the parts (a few pseudo-label shards each), their volumes, reports and model arguments.
 # Parse-time code: cheap at 22,022 volumes (dictionary lookups, no file scans).
 
-from types import SimpleNamespace
-
 from cadsflow.flavors.predict_plan import part_count, part_shards, part_volumes
+from cadsflow.layout import job_folder
 
 # The flavor models are rules/flavors.smk's (fl_model_marker, FL_FLAVORS; included before this file).
 FP = config["flavors"]
 FP_CONFIG = project_path(FP["config"])
 FP_FLAVORS = list(FL_FLAVORS)
-FP_DIR = "results/flavors/predictions"  # {group}/{flavor}/{volume_id}.nii.gz, {group}/validation.tsv, part_{k}.tsv
+# {group}/validation.tsv and {group}/part_{p}.tsv reports; beside each, its job's declared folder of maps
+# {group}/validation/{flavor}/{volume_id}.nii.gz, {group}/part_{p}/{flavor}/{volume_id}.nii.gz (cadsflow.layout)
+FP_DIR = "results/flavors/predictions"
 # the validation volumes: predicted by every flavor in one job per group, scored by the ranking
 FP_VALIDATION = sorted(volumes_in_split(FP["validation_split"]))
 _FP_VALIDATION_SET = set(FP_VALIDATION)
@@ -26,11 +27,6 @@ FP_PARTS = [
 FP_DEVICE = PL_DEVICE
 
 
-def fp_prediction_dir(group, flavor):
-    """A flavor's label maps of one group (group label ids, standardized grid): <dir>/<volume_id>.nii.gz."""
-    return f"{FP_DIR}/{group}/{flavor}"
-
-
 def fp_validation_report(group):
     return f"{FP_DIR}/{group}/validation.tsv"
 
@@ -39,15 +35,25 @@ def fp_part_report(group, part):
     return f"{FP_DIR}/{group}/part_{part}.tsv"
 
 
+def fp_validation_dir(group):
+    """flavor_validate's declared folder: <dir>/<flavor>/<volume_id>.nii.gz of every flavor (beside its report)."""
+    return str(job_folder(fp_validation_report(group)))
+
+
+def fp_part_dir(group, part):
+    """flavor_predict's declared folder: <dir>/<flavor>/<volume_id>.nii.gz of the selected flavors."""
+    return str(job_folder(fp_part_report(group, part)))
+
+
 def fp_part_of(volume_id):
     return PL_SHARDS.of(volume_id) // FP_SHARDS_PER_JOB
 
 
-def fp_report_of(group, volume_id):
-    """The report of the job that writes a volume's flavor predictions of a group (validation or part job)."""
+def fp_dir_of(group, volume_id):
+    """The folder of the job that writes a volume's flavor predictions of a group (validation or part job)."""
     if volume_id in _FP_VALIDATION_SET:
-        return fp_validation_report(group)
-    return fp_part_report(group, fp_part_of(volume_id))
+        return fp_validation_dir(group)
+    return fp_part_dir(group, fp_part_of(volume_id))
 
 
 def fp_part_volumes(part):
@@ -70,15 +76,32 @@ def fp_batches(volume_ids):
     return sorted({f"results/standardized/{BATCH_OF[v]}" for v in volume_ids})
 
 
-def fp_brain_reports(group, shards):
-    """Head groups wait for group 553's (and 558 for group 552's) pseudo-label shards of the same volumes."""
-    return sorted(
-        {
-            r
-            for k in shards
-            for r in pl_brain_shard(SimpleNamespace(group=group, shard=k))
-        }
+def fp_brain_dirs(group, shards):
+    """Head groups read group 553's (and 558 group 552's) pseudo-label maps of the same volumes: the folders of
+    those shards (declared outputs of the pseudolabel stage), the DAG edge 553 -> 557/558.
+    """
+    group = int(group)
+    groups = [BRAIN_GROUP] if is_head_group(group) else []
+    if group == NECK_FALLBACK_GROUP and NECK_VERTEBRAE_GROUP in SP_GROUPS:
+        groups.append(NECK_VERTEBRAE_GROUP)
+    return {g: [pl_shard_dir(g, k) for k in sorted(set(shards))] for g in groups}
+
+
+def fp_brain_inputs(group, shards):
+    return sorted(d for dirs in fp_brain_dirs(group, shards).values() for d in dirs)
+
+
+def fp_brain_args(group, shards):
+    """--brain-dir <553 shard folders> (and --vertebrae-dir <552 shard folders> for group 558)."""
+    options = {BRAIN_GROUP: "--brain-dir", NECK_VERTEBRAE_GROUP: "--vertebrae-dir"}
+    return " ".join(
+        f"{options[g]} " + " ".join(shlex.quote(d) for d in dirs)
+        for g, dirs in fp_brain_dirs(group, shards).items()
     )
+
+
+def fp_part_shards(part):
+    return part_shards(int(part), len(PL_SHARDS), FP_SHARDS_PER_JOB)
 
 
 def fp_validation_shards():

@@ -11,6 +11,7 @@ rule flavor_scores:
     """Score each flavor's validation predictions of the group per structure and volume (Dice, HD95; ID or OOD)."""
     input:
         report=fp_validation_report("{group}"),
+        predictions=fp_validation_dir("{group}"),  # flavor_validate's folder: {flavor}/{volume_id}.nii.gz
         references=fp_batches(RK_SCORED),
         reference_volumes=lambda wc: ev_reference_volumes(),
     output:
@@ -29,7 +30,6 @@ rule flavor_scores:
     params:
         volumes=rk_volume_args,
         training_sources=rk_training_sources,
-        out_root=lambda wc, input: str(Path(input.report).parent),
         alignment=str(project_path(config["evaluation"]["alignment"])),
         registry=config["registry"],
         label_space=str(project_path(config["label_space"])),
@@ -37,7 +37,7 @@ rule flavor_scores:
         tolerance_mm=config["evaluation"]["nsd_tolerance_mm"],
     shell:
         "python -m cadsflow.flavors.scores --group {wildcards.group} --report {input.report:q}"
-        " --prediction-root {params.out_root:q} {params.volumes} --training-sources {params.training_sources:q}"
+        " --prediction-root {input.predictions:q} {params.volumes} --training-sources {params.training_sources:q}"
         " --out {output.scores:q} --alignment {params.alignment:q} --registry {params.registry:q}"
         " --reference-volumes {input.reference_volumes:q} --label-space {params.label_space:q}"
         " --false-negative-rule {params.false_negative_rule} --tolerance-mm {params.tolerance_mm}"

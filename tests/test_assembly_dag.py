@@ -12,7 +12,7 @@ from helpers import spacing_affine, write_nifti
 
 from cadsflow.assembly.__main__ import build_parser, flavor_dirs_of
 from cadsflow.assembly.__main__ import main as assembly_main
-from cadsflow.assembly.dag import dataset_json_args, flavor_dir_args, prediction_reports, training_datasets
+from cadsflow.assembly.dag import dataset_json_args, flavor_dir_args, prediction_dirs, training_datasets
 from cadsflow.assembly.provenance import EMPTY, QUARANTINED, AssemblyRow, read_provenance, write_provenance
 from cadsflow.labels import load_label_space
 from cadsflow.pseudolabel.infer import running_marker, stored_fingerprint
@@ -23,28 +23,32 @@ AFFINE = spacing_affine((1.5, 1.5, 1.5))
 SHAPE = (6, 4, 4)
 
 
-def test_prediction_reports_lists_each_report_once_in_sorted_order():
-    def report_of(group, volume_id):  # two volumes share the part report, the test volume has its own
-        return f"r/{group}/validation.tsv" if volume_id == "t" else f"r/{group}/part_0.tsv"
-
-    assert prediction_reports(["b", "t", "a"], [552, 551], report_of) == [
-        "r/551/part_0.tsv", "r/551/validation.tsv", "r/552/part_0.tsv", "r/552/validation.tsv"]
+def _job_dir_of(group, volume_id):  # two volumes share part 0's folder, the validation volume has its own
+    return f"r/{group}/validation" if volume_id == "t" else f"r/{group}/part_0"
 
 
-def test_flavor_dir_words_parse_back_into_each_groups_own_folders():
-    words = flavor_dir_args([551, 552], ["GT", "Pseudo"], lambda g, f: f"pred/{g}/{f}")
-    assert words[:4] == ["--flavor-dir", "551", "GT", "pred/551/GT"] and len(words) == 16
-    args = build_parser().parse_args(["batch", "--groups", "551", "552", "--volumes", "v1", *words, "--priority",
+def test_prediction_dirs_lists_each_prediction_jobs_folder_once_in_sorted_order():
+    assert prediction_dirs(["b", "t", "a"], [552, 551], _job_dir_of) == [
+        "r/551/part_0", "r/551/validation", "r/552/part_0", "r/552/validation"]
+
+
+def test_flavor_dir_words_name_each_flavors_subfolder_of_every_job_folder_and_parse_back_per_group():
+    words = flavor_dir_args(["a", "t"], [551, 552], ["GT", "Pseudo"], _job_dir_of)
+    assert words[:8] == ["--flavor-dir", "551", "GT", "r/551/part_0/GT", "--flavor-dir", "551", "GT",
+                         "r/551/validation/GT"]
+    assert len(words) == 2 * 2 * 2 * 4  # groups x flavors x job folders, 4 words each
+    args = build_parser().parse_args(["batch", "--groups", "551", "552", "--volumes", "a", "t", *words, "--priority",
                                       "p.tsv", "--out-dir", "o/{group}", "--batch-provenance", "b.tsv"])
-    assert flavor_dirs_of(args, 552) == {"GT": "pred/552/GT", "Pseudo": "pred/552/Pseudo"}
-    assert flavor_dirs_of(args, 551) == {"GT": "pred/551/GT", "Pseudo": "pred/551/Pseudo"}
+    assert flavor_dirs_of(args, 552) == {"GT": ["r/552/part_0/GT", "r/552/validation/GT"],
+                                         "Pseudo": ["r/552/part_0/Pseudo", "r/552/validation/Pseudo"]}
+    assert flavor_dirs_of(args, 551)["Pseudo"] == ["r/551/part_0/Pseudo", "r/551/validation/Pseudo"]
 
 
 def test_a_groups_flavor_dir_wins_over_the_flavor_template():
     args = build_parser().parse_args(["batch", "--groups", "551", "--volumes", "v1", "--flavor", "GT=all/{group}",
                                       "--flavor", "Shape=s/{group}", "--flavor-dir", "551", "GT", "own",
                                       "--priority", "p", "--out-dir", "o", "--batch-provenance", "b"])
-    assert flavor_dirs_of(args, 551) == {"GT": "own", "Shape": "s/551"}
+    assert flavor_dirs_of(args, 551) == {"GT": ["own"], "Shape": ["s/551"]}
 
 
 def test_training_datasets_list_specialists_then_each_flavor_then_final_and_parse_back():
@@ -80,6 +84,11 @@ def test_card_command_counts_training_images_from_each_stages_dataset_json(tmp_p
         ["specialists", "5", "4"], ["GT", "5", ""], ["Pseudo", "17", ""], ["Shape", "15", ""], ["final", "19", ""]]
     summary = (tmp_path / "card/summary.tsv").read_text().splitlines()
     assert summary[1:] == ["assembled_volumes\t1", "quarantined_volumes\t1", "groups\t1"]
+    files = (tmp_path / "card/files.tsv").read_text().splitlines()  # the batch is the provenance table's name
+    folder = "results/assembled/551/batch"  # the default --maps-root
+    assert files == ["volume_id\tgroup\tbatch\tlabel_map\tprovenance",
+                     f"v1\t551\tbatch\t{folder}/v1.nii.gz\t{folder}/v1.provenance.tsv",
+                     f"v2\t551\tbatch\t\t{folder}/v2.provenance.tsv"]
 
 
 def _write_priority(path, flavor="Pseudo"):
@@ -123,6 +132,45 @@ def test_a_quarantined_volume_gets_a_provenance_line_and_no_map_while_its_batch_
     assert read_provenance(tmp_path / "out/551/bad1.provenance.tsv") == rows[:1]
     assert (tmp_path / "out/551/ok1.nii.gz").is_file()
     assert not running_marker(tmp_path / "prov/batch.tsv").exists()  # a finished job leaves no marker
+
+
+def test_a_batch_finds_each_volumes_prediction_in_whichever_prediction_job_folder_holds_it(tmp_path):
+    """The validation job's and a part job's folders both hold Pseudo maps of the batch: one --flavor-dir each."""
+    _write_priority(tmp_path / "priority.tsv")
+    for v, job, rows in (("val", "validation", slice(0, 1)), ("other", "part_0", slice(0, 3))):
+        _standardized(tmp_path, v)
+        labels = np.zeros(SHAPE, np.uint8)
+        labels[rows] = IDS["liver"]
+        write_nifti(tmp_path / f"fp/551/{job}/Pseudo/{v}.nii.gz", labels, AFFINE)
+    args = _batch_args(tmp_path, ["val", "other"])
+    at = args.index(str(tmp_path / "pred"))
+    args[at - 3:at + 1] = ["--flavor-dir", "551", "Pseudo", str(tmp_path / "fp/551/validation/Pseudo"),
+                           "--flavor-dir", "551", "Pseudo", str(tmp_path / "fp/551/part_0/Pseudo")]
+    assert assembly_main(args) == 0
+    rows = read_provenance(tmp_path / "prov/batch.tsv")
+    assert [(r.volume_id, r.structure, r.n_voxels) for r in rows] == [("other", "liver", 48), ("val", "liver", 16)]
+
+
+def test_a_volume_with_a_prediction_in_two_job_folders_is_refused_naming_both(tmp_path):
+    """Folders of an older part numbering left on disk: either map could be of another run."""
+    _write_priority(tmp_path / "priority.tsv")
+    _standardized(tmp_path, "v1")
+    for job in ("part_0", "part_1"):
+        write_nifti(tmp_path / f"fp/{job}/Pseudo/v1.nii.gz", np.zeros(SHAPE, np.uint8), AFFINE)
+    args = _batch_args(tmp_path, ["v1"])
+    at = args.index(str(tmp_path / "pred"))
+    args[at - 3:at + 1] = ["--flavor-dir", "551", "Pseudo", str(tmp_path / "fp/part_0/Pseudo"),
+                           "--flavor-dir", "551", "Pseudo", str(tmp_path / "fp/part_1/Pseudo")]
+    with pytest.raises(ValueError, match=r"volume v1 has a map in two job folders: .*part_0/Pseudo/v1\.nii\.gz and "
+                                         r".*part_1/Pseudo/v1\.nii\.gz"):
+        assembly_main(args)
+
+
+def test_a_batch_of_only_quarantined_volumes_still_creates_each_groups_declared_folder(tmp_path):
+    _write_priority(tmp_path / "priority.tsv")
+    _standardized(tmp_path, "bad1", "quarantined", "not a CT")
+    assert assembly_main(_batch_args(tmp_path, ["bad1"])) == 0
+    assert sorted(p.name for p in (tmp_path / "out/551").iterdir()) == ["bad1.provenance.tsv"]
 
 
 def test_an_empty_assembled_map_gets_one_empty_line(tmp_path):

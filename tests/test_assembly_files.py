@@ -13,6 +13,7 @@ from helpers import spacing_affine, write_nifti
 from cadsflow.assembly.__main__ import main as assembly_main
 from cadsflow.assembly.blocks import AssemblyConfigError, load_blocks, load_flavors
 from cadsflow.assembly.card import (
+    file_table,
     origin_table,
     structure_table,
     training_counts_from_datasets,
@@ -20,7 +21,9 @@ from cadsflow.assembly.card import (
     write_card,
 )
 from cadsflow.assembly.provenance import (
+    EMPTY,
     GROUND_TRUTH,
+    QUARANTINED,
     RIB_REPAIR,
     AssemblyRow,
     provenance_rows,
@@ -119,9 +122,22 @@ def test_card_training_table_orders_stages_as_table_a4_and_reads_dataset_json(tm
 
 def test_write_card_writes_tables_and_a_page(tmp_path):
     paths = write_card([_row("a", "liver", 1.0)], {"GT": {551: 3}}, tmp_path)
-    assert sorted(p.name for p in paths.values()) == ["card.html", "origins.tsv", "structures.tsv", "summary.tsv",
-                                                      "training_images.tsv"]
+    assert sorted(p.name for p in paths.values()) == ["card.html", "files.tsv", "origins.tsv", "structures.tsv",
+                                                      "summary.tsv", "training_images.tsv"]
     assert "Dataset card: 1 assembled volumes" in paths["page"].read_text()
+
+
+def test_card_file_table_names_each_volumes_map_and_provenance_in_its_batch_folder_and_no_map_when_quarantined():
+    batches = {"b1": [_row("v2", "liver", 1.0), _row("v2", "spleen", 1.0), _row("v1", "liver", 1.0, group=551),
+                      AssemblyRow("v1", 552, "", QUARANTINED, 0, 0.0, "not a CT")],
+               "b0": [AssemblyRow("v0", 551, "", EMPTY, 0, 0.0, "no labelled voxels")]}
+    table = file_table(batches, "res/assembled")
+    assert table.columns.tolist() == ["volume_id", "group", "batch", "label_map", "provenance"]
+    assert table.values.tolist() == [
+        ["v0", 551, "b0", "res/assembled/551/b0/v0.nii.gz", "res/assembled/551/b0/v0.provenance.tsv"],
+        ["v1", 551, "b1", "res/assembled/551/b1/v1.nii.gz", "res/assembled/551/b1/v1.provenance.tsv"],
+        ["v1", 552, "b1", "", "res/assembled/552/b1/v1.provenance.tsv"],
+        ["v2", 551, "b1", "res/assembled/551/b1/v2.nii.gz", "res/assembled/551/b1/v2.provenance.tsv"]]
 
 
 def _write_priority(path, rows):

@@ -5,8 +5,9 @@ predictions and the specialists' pseudo-labels, per group (issue 13's demo accep
 
 The truth is demo_truth_dice.py's: each volume's masks regenerated from config/demo_cohort.yaml, every label map
 restored from the standardized grid to the volume's original grid by the factory's own inverse
-(cadsflow.standardize.restore_label). Systems: `assembled` (results/assembled/{group}), each flavor
-(results/flavors/predictions/{group}/{flavor}) and `pseudolabels` (the specialists). Flavors predict the test split
+(cadsflow.standardize.restore_label). Systems: `assembled` (results/assembled/{group}/{batch}), each flavor
+(results/flavors/predictions/{group}/<job folder: validation or part_<p>>/{flavor}) and `pseudolabels` (the
+specialists). Flavors predict the test split
 with every flavor but the other volumes only with the flavors the ranking selected, so the systems are compared on
 the volumes where every one of them has a map of the group (`common`); `assembled*` is the assembled labels there
 without the (volume, structure) pairs whose assembled voxels are the volume's own ground truth (provenance origin
@@ -27,23 +28,32 @@ from demo_truth_dice import GROUPS, demo_volumes, dice
 from cadsflow.demo import DEMO_COHORT_YAML
 from cadsflow.imageio import read_volume
 from cadsflow.labels import load_label_space
+from cadsflow.layout import MapIndex
 from cadsflow.paths import CONFIG_DIR
 from cadsflow.standardize import restore_label
 
 ASSEMBLED, PSEUDOLABELS, ASSEMBLED_MODEL = "assembled", "pseudolabels", "assembled*"
 
 
-def system_maps(results: Path, group: int, volume_id: str, flavors: list[str]) -> dict[str, Path]:
+def flavor_indexes(results: Path, group: int, flavors: list[str]) -> dict[str, MapIndex]:
+    """Each flavor's maps of the group over its prediction jobs' folders (validation/, part_<p>/)."""
+    root = results / "flavors" / "predictions" / str(group)
+    jobs = sorted(d for d in root.iterdir() if d.is_dir()) if root.is_dir() else []
+    return {f: MapIndex(job / f for job in jobs) for f in flavors}
+
+
+def system_maps(results: Path, group: int, volume_id: str, batch: str,
+                flavors: dict[str, MapIndex]) -> dict[str, Path]:
     """Each system's label map of the volume and group, where it exists."""
-    paths = {ASSEMBLED: results / "assembled" / str(group) / f"{volume_id}.nii.gz"}
-    paths |= {f: results / "flavors" / "predictions" / str(group) / f / f"{volume_id}.nii.gz" for f in flavors}
+    paths = {ASSEMBLED: results / "assembled" / str(group) / batch / f"{volume_id}.nii.gz"}
+    paths |= {f: path for f, index in flavors.items() if (path := index.get(volume_id)) is not None}
     paths[PSEUDOLABELS] = results / "pseudolabels" / str(group) / f"{volume_id}.nii.gz"
     return {name: p for name, p in paths.items() if p.is_file()}
 
 
-def ground_truth_structures(results: Path, group: int, volume_id: str) -> set[str]:
+def ground_truth_structures(results: Path, group: int, volume_id: str, batch: str) -> set[str]:
     """Structures whose assembled voxels are the volume's own ground truth (its provenance file)."""
-    path = results / "assembled" / str(group) / f"{volume_id}.provenance.tsv"
+    path = results / "assembled" / str(group) / batch / f"{volume_id}.provenance.tsv"
     if not path.is_file():
         return set()
     with open(path, newline="") as handle:
@@ -55,18 +65,20 @@ def score(results: Path, spec_path: Path, flavors: list[str]) -> dict[int, dict]
     space = load_label_space()
     systems = [ASSEMBLED, ASSEMBLED_MODEL, *flavors, PSEUDOLABELS]
     out = {g: {"volumes": 0, "dice": {s: [] for s in systems}} for g in GROUPS}
+    indexes = {g: flavor_indexes(results, g, flavors) for g in GROUPS}
     for volume_id, masks in demo_volumes(spec_path):
         records = list(results.glob(f"standardized/*/{volume_id}/record.json"))
         if len(records) != 1:
             raise SystemExit(f"{results}/standardized: expected one record of {volume_id}, found {len(records)}")
         geometry = json.loads(records[0].read_text())["geometry"]
+        batch = records[0].parent.parent.name  # results/standardized/<batch>/<volume_id>/record.json
         for group in GROUPS:
-            paths = system_maps(results, group, volume_id, flavors)
+            paths = system_maps(results, group, volume_id, batch, indexes[group])
             if len(paths) < len(systems) - 1:  # compare on volumes where every system has a map
                 continue
             out[group]["volumes"] += 1
             labels = {name: restore_label(read_volume(p).data, geometry)[0] for name, p in paths.items()}
-            from_gt = ground_truth_structures(results, group, volume_id)
+            from_gt = ground_truth_structures(results, group, volume_id, batch)
             for structure, label_id in space.group_label_map(group).items():
                 truth = masks.get(structure)
                 if truth is None or not truth.any():

@@ -1,8 +1,10 @@
 """python -m cadsflow.assembly: the assembly rules' command lines (thin; the work is in the package).
 
   batch: assemble one batch of volumes, for each given group (merge, ground-truth override, rib refinement for the
-         rib group); writes results/assembled/{group}/{volume_id}.nii.gz and .provenance.tsv, and one provenance
-         table of the batch (all its groups). One job per batch keeps the DAG at ~240 jobs for 22,022 volumes.
+         rib group); writes results/assembled/{group}/{batch}/{volume_id}.nii.gz and .provenance.tsv (the job's
+         declared folder of each group, created even when empty), and one provenance table of the batch (all its
+         groups). A flavor's predictions may lie in several folders (one per prediction job): repeat
+         --flavor-dir. One job per batch keeps the DAG at ~240 jobs for 22,022 volumes.
          While it runs, a marker <batch provenance>.running lies beside the table; a run that finds it (the last
          one was killed) keeps every map whose stored fingerprint is current (volume.py) and redoes the rest.
   card:  the dataset card from the batches' provenance tables and the training image counts.
@@ -41,7 +43,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="a flavor's prediction folder (<volume_id>.nii.gz), {group} standing for the group; "
                             "repeat per flavor")
     batch.add_argument("--flavor-dir", nargs=3, action="append", default=[], metavar=("GROUP", "NAME", "DIR"),
-                       help="a flavor's prediction folder of one group (wins over --flavor); repeatable")
+                       help="a flavor's prediction folder of one group (wins over --flavor); repeatable, also for "
+                            "the same group and flavor (its maps in several prediction jobs' folders)")
     batch.add_argument("--priority", required=True, help="results/ranking/priority.tsv")
     batch.add_argument("--gt-shares", help="TSV structure, gt_share (when the priority table has no gt_share)")
     batch.add_argument("--gt-dirs", nargs="+",
@@ -51,7 +54,8 @@ def build_parser() -> argparse.ArgumentParser:
     batch.add_argument("--standardized", help="the batch's results/standardized/<batch> folder: volumes whose "
                                               "record is not ok get a quarantine line and no map; the rib group's "
                                               "CT is <volume_id>/image.nii.gz there unless --images")
-    batch.add_argument("--out-dir", required=True, help="results/assembled/{group} ({group} stands for the group)")
+    batch.add_argument("--out-dir", required=True,
+                       help="results/assembled/{group}/<batch> ({group} stands for the group)")
     batch.add_argument("--batch-provenance", required=True, help="provenance table of the batch, all groups (TSV)")
     batch.add_argument("--spine-maps", nargs="+",
                        help="rib group: per volume the assembled spine group's map (default: this call's output of "
@@ -68,6 +72,8 @@ def build_parser() -> argparse.ArgumentParser:
     card.add_argument("--dataset-json", nargs=3, action="append", default=[], metavar=("STAGE", "GROUP", "PATH"),
                       help="an nnU-Net dataset.json whose numTraining is the stage's count for the group; repeatable")
     card.add_argument("--out-dir", required=True, help="results/assembled/dataset_card")
+    card.add_argument("--maps-root", help="results/assembled: files.tsv lists <maps-root>/<group>/<batch>/"
+                                          "<volume_id>.nii.gz, the batch being each provenance table's name")
     return parser
 
 
@@ -110,13 +116,15 @@ def _batch(args) -> int:
     return 0
 
 
-def flavor_dirs_of(args, group: int) -> dict[str, str]:
-    """The flavors' prediction folders of one group: --flavor templates, overridden by --flavor-dir of the group."""
-    dirs = {name: template.format(group=group) for name, template in (_pair(t, "--flavor") for t in args.flavor)}
+def flavor_dirs_of(args, group: int) -> dict[str, list[str]]:
+    """The flavors' prediction folders of one group: --flavor templates, replaced by the --flavor-dir folders of the
+    group (all of them, in the order given)."""
+    dirs = {name: [template.format(group=group)] for name, template in (_pair(t, "--flavor") for t in args.flavor)}
+    own: dict[str, list[str]] = {}
     for g, name, folder in args.flavor_dir:
         if _int(g, "--flavor-dir GROUP") == group:
-            dirs[name] = folder
-    return dirs
+            own.setdefault(name, []).append(folder)
+    return dirs | own
 
 
 def _card(args) -> int:
@@ -126,8 +134,9 @@ def _card(args) -> int:
     counts = read_training_counts(args.training_counts) if args.training_counts else {}
     for stage, groups in training_counts_from_datasets(args.dataset_json).items():
         counts.setdefault(stage, {}).update(groups)
-    rows = [row for path in args.provenance for row in read_provenance(path)]
-    write_card(rows, counts, args.out_dir)
+    tables = {Path(path).stem: read_provenance(path) for path in args.provenance}
+    rows = [row for batch_rows in tables.values() for row in batch_rows]
+    write_card(rows, counts, args.out_dir, maps_root=args.maps_root, batches=tables)
     return 0
 
 

@@ -7,6 +7,9 @@
 - origins.tsv: per group and over all groups, the voxels and share of each origin (ground_truth, the flavors,
   rib_repair);
 - summary.tsv: volumes with an assembled map, quarantined volumes (no map), groups;
+- files.tsv: where each volume's files are, one row per volume and group: volume_id, group, batch, label_map
+  (results/assembled/<group>/<batch>/<volume_id>.nii.gz; empty when quarantined) and provenance (the
+  <volume_id>.provenance.tsv beside it), so a user finds any map in one step at 22,022 volumes;
 - card.html: the tables on one page for the Snakemake report.
 Everything is computed from the assembly's provenance rows (voxel counts and ml), not from the images; quarantine
 and empty-map lines count only in the summary.
@@ -28,7 +31,9 @@ from cadsflow.labels import LabelSpace, load_label_space
 
 STAGES = ("specialists", "GT", "Pseudo", "Shape", "final")  # Table A.4's rows, in its order
 CARD_FILES = {"structures": "structures.tsv", "training": "training_images.tsv", "origins": "origins.tsv",
-              "summary": "summary.tsv", "page": "card.html"}
+              "summary": "summary.tsv", "files": "files.tsv", "page": "card.html"}
+ASSEMBLED_ROOT = "results/assembled"  # <root>/<group>/<batch>/<volume_id>.nii.gz (rules/assembly_lookups.smk AS_DIR)
+FILE_COLUMNS = ("volume_id", "group", "batch", "label_map", "provenance")
 ALL_GROUPS = "all"
 
 
@@ -67,6 +72,22 @@ def summary_table(rows: Iterable[AssemblyRow]) -> pd.DataFrame:
     items = [("assembled_volumes", len(assembled)), ("quarantined_volumes", len(quarantined)),
              ("groups", len({r.group for r in rows}))]
     return pd.DataFrame(items, columns=["item", "count"])
+
+
+def file_table(batches: Mapping[str, Iterable[AssemblyRow]], maps_root: str | Path = ASSEMBLED_ROOT) -> pd.DataFrame:
+    """One row per volume and group of each batch's provenance rows: where its assembled map and provenance file
+    are (`label_map` empty for a quarantined volume, which has no map), sorted by volume and group."""
+    root = Path(maps_root)
+    entries = {}
+    for batch, rows in batches.items():
+        for r in rows:
+            key = (r.volume_id, int(r.group))
+            folder = root / str(r.group) / str(batch)
+            has_map = entries.get(key, {}).get("label_map", "") != "" or r.assembled
+            entries[key] = {"volume_id": r.volume_id, "group": int(r.group), "batch": str(batch),
+                            "label_map": str(folder / f"{r.volume_id}.nii.gz") if has_map else "",
+                            "provenance": str(folder / f"{r.volume_id}.provenance.tsv")}
+    return pd.DataFrame([entries[k] for k in sorted(entries)], columns=list(FILE_COLUMNS))
 
 
 def training_table(counts: Mapping[str, Mapping[int, int]], groups: Sequence[int]) -> pd.DataFrame:
@@ -108,8 +129,11 @@ def write_card(
     training_counts: Mapping[str, Mapping[int, int]],
     out_dir: str | Path,
     space: LabelSpace | None = None,
+    batches: Mapping[str, Iterable[AssemblyRow]] | None = None,
+    maps_root: str | Path | None = None,
 ) -> dict[str, Path]:
-    """Write the card's tables and page into out_dir; return their paths."""
+    """Write the card's tables and page into out_dir; return their paths. `batches` (batch -> its provenance rows)
+    fills files.tsv with the maps under `maps_root` (default results/assembled); without it the table is empty."""
     space = space or load_label_space()
     out = Path(out_dir)
     tables = {
@@ -117,6 +141,7 @@ def write_card(
         "training": training_table(training_counts, space.groups),
         "origins": origin_table(rows),
         "summary": summary_table(rows),
+        "files": file_table(batches or {}, maps_root or ASSEMBLED_ROOT),
     }
     paths = {key: out / name for key, name in CARD_FILES.items()}
     for key, table in tables.items():

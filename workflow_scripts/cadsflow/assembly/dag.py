@@ -2,8 +2,9 @@
 
 Pure functions of ids and lookup callables, so the lookups file stays a thin layer and the command lines are
 unit-tested against the CLI's own parser (tests/test_assembly_dag.py):
-- the flavor prediction reports a batch job waits for (one per group and report, not one per volume);
-- `--flavor-dir GROUP NAME DIR` for every group and flavor of the run;
+- the flavor prediction jobs' folders a batch job reads (one per group and job, not one per volume: declared
+  directory outputs of flavor_validate / flavor_predict, cadsflow.layout);
+- `--flavor-dir GROUP NAME DIR` for every group, flavor and such folder (DIR = <job folder>/<flavor>);
 - the nnU-Net dataset.json files whose numTraining fills the card's Table A.4, and their `--dataset-json` words.
 """
 
@@ -15,19 +16,22 @@ SPECIALISTS = "specialists"  # card.STAGES' stage names: the specialists, each f
 FINAL = "final"
 
 
-def prediction_reports(volume_ids: Iterable[str], groups: Sequence[int],
-                       report_of: Callable[[int, str], str]) -> list[str]:
-    """The distinct reports whose jobs write the volumes' flavor predictions of every group (sorted)."""
-    return sorted({report_of(group, volume_id) for volume_id in volume_ids for group in groups})
+def prediction_dirs(volume_ids: Iterable[str], groups: Sequence[int],
+                    dir_of: Callable[[int, str], str]) -> list[str]:
+    """The distinct folders of the jobs that write the volumes' flavor predictions of every group (sorted)."""
+    return sorted({str(dir_of(group, volume_id)) for volume_id in volume_ids for group in groups})
 
 
-def flavor_dir_args(groups: Sequence[int], flavors: Sequence[str],
-                    prediction_dir: Callable[[int, str], str]) -> list[str]:
-    """`--flavor-dir GROUP NAME DIR` words for every group and flavor (the CLI reads only the selected ones)."""
+def flavor_dir_args(volume_ids: Sequence[str], groups: Sequence[int], flavors: Sequence[str],
+                    dir_of: Callable[[int, str], str]) -> list[str]:
+    """`--flavor-dir GROUP NAME DIR` words for every group, flavor and prediction job folder holding some of the
+    volumes (DIR = <job folder>/<flavor>; the CLI reads only the selected flavors' folders)."""
     words: list[str] = []
     for group in groups:
+        folders = sorted({str(dir_of(group, v)) for v in volume_ids})
         for flavor in flavors:
-            words += ["--flavor-dir", str(group), flavor, str(prediction_dir(group, flavor))]
+            for folder in folders:
+                words += ["--flavor-dir", str(group), flavor, f"{folder}/{flavor}"]
     return words
 
 

@@ -7,7 +7,8 @@ A batch job (one per batch of volumes, all groups: __main__.py) also writes one 
 and groups, which is what the dataset card reads.
 
 Inputs: the flavors' predictions `{flavor_dir}/{volume_id}.nii.gz` (label maps of the group on the standardized
-grid); the ranking's priority rows of the group; the volume's ground truth folder of the gt stage
+grid; a flavor's maps may lie in several folders, one per prediction job, which cadsflow.layout.MapIndex lists
+once per batch); the ranking's priority rows of the group; the volume's ground truth folder of the gt stage
 (results/gt/<batch>/<volume_id>/: group_<G>.nii.gz and provenance.tsv), where only structures with an exact
 origin (cadsflow.gt.provenance.EXACT_ORIGINS) and voxels override; `ignore` and coarse unions override nothing.
 The rib group (config ribs.group) is then refined (ribs.py) with the spine from the volume's assembled spine group
@@ -46,11 +47,15 @@ from cadsflow.assembly.ribs import RibSettings, refine_ribs, tubular_map
 from cadsflow.atomic import atomic_path
 from cadsflow.gt.provenance import EXACT_ORIGINS, read_provenance as read_gt_provenance
 from cadsflow.imageio import read_volume
+from cadsflow.layout import MapIndex
 from cadsflow.pseudolabel.infer import FINGERPRINT_PREFIX, file_digest, fingerprint, stored_fingerprint
 from cadsflow.labels import LabelSpace, load_label_space
 from cadsflow.validate import GRID_TOLERANCE_MM
 
 log = logging.getLogger(__name__)
+
+# a flavor's prediction folder, its folders (one per prediction job), or their index
+FlavorMaps = str | Path | Sequence[str | Path] | MapIndex
 
 
 @dataclass(frozen=True)
@@ -65,7 +70,7 @@ class RibInputs:
 def assemble_volume(
     volume_id: str,
     group: int,
-    flavor_dirs: Mapping[str, str | Path],
+    flavor_dirs: Mapping[str, FlavorMaps],
     priority: Sequence[PriorityRow],
     gt_dir: str | Path | None,
     out_dir: str | Path,
@@ -116,7 +121,7 @@ def assemble_volume(
 def assemble_batch(
     volume_ids: Sequence[str],
     group: int,
-    flavor_dirs: Mapping[str, str | Path],
+    flavor_dirs: Mapping[str, FlavorMaps],
     priority: Sequence[PriorityRow],
     gt_dirs: Sequence[str | Path | None],
     out_dir: str | Path,
@@ -136,6 +141,8 @@ def assemble_batch(
         raise ValueError(f"group {group}: {len(volume_ids)} volumes but {len(gt_dirs)} gt folders and "
                          f"{len(rib_inputs or [])} rib inputs; they must be aligned")
     quarantined = quarantined or {}
+    flavor_dirs = flavor_indexes(flavor_dirs)  # one listing per folder for the whole batch
+    Path(out_dir).mkdir(parents=True, exist_ok=True)  # the job's declared folder, even when it writes no map
     rows: list[AssemblyRow] = []
     for k, volume_id in enumerate(volume_ids):
         if volume_id in quarantined:
@@ -149,6 +156,11 @@ def assemble_batch(
     if batch_provenance is not None:
         write_provenance(rows, batch_provenance)
     return rows
+
+
+def flavor_indexes(flavor_dirs: Mapping[str, FlavorMaps]) -> dict[str, MapIndex]:
+    """Flavor -> index of its maps over the folders given for it (one folder or a list of job folders)."""
+    return {flavor: _index(maps) for flavor, maps in flavor_dirs.items()}
 
 
 def write_quarantined(volume_id: str, group: int, reason: str, out_dir: str | Path) -> list[AssemblyRow]:
@@ -249,17 +261,25 @@ def _tubular(volume_id, inputs: RibInputs, spine: np.ndarray, shape, affine, set
                        settings.opening_radius, settings.min_component_voxels)
 
 
-def _flavor_paths(volume_id: str, flavor_dirs: Mapping[str, str | Path], flavors: Sequence[str]) -> dict[str, Path]:
+def _flavor_paths(volume_id: str, flavor_dirs: Mapping[str, FlavorMaps], flavors: Sequence[str]) -> dict[str, Path]:
     paths = {}
     for flavor in flavors:
         if flavor not in flavor_dirs:
             raise KeyError(f"volume {volume_id}: the ranking selects flavor {flavor!r}, but no prediction folder "
                            f"was given for it (have {sorted(flavor_dirs)})")
-        path = Path(flavor_dirs[flavor]) / f"{volume_id}.nii.gz"
-        if not path.is_file():
-            raise FileNotFoundError(f"volume {volume_id}: flavor {flavor!r} prediction {path} is missing")
+        index = _index(flavor_dirs[flavor])
+        path = index.get(volume_id)
+        if path is None:
+            where = ", ".join(str(f / f"{volume_id}.nii.gz") for f in index.folders)
+            raise FileNotFoundError(f"volume {volume_id}: flavor {flavor!r} prediction {where} is missing")
         paths[flavor] = path
     return paths
+
+
+def _index(maps: FlavorMaps) -> MapIndex:
+    if isinstance(maps, MapIndex):
+        return maps
+    return MapIndex([maps] if isinstance(maps, (str, Path)) else maps)
 
 
 def _read_flavor_maps(volume_id: str, paths: Mapping[str, Path]):

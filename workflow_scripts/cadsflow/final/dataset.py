@@ -44,7 +44,7 @@ class FinalCandidate:
     volume_id: str
     source: str
     image: str  # the standardized CT (results/standardized/<batch>/<volume_id>/image.nii.gz)
-    label: str  # the assembled map of the group (results/assembled/<group>/<volume_id>.nii.gz)
+    label: str  # the assembled map of the group (results/assembled/<group>/<batch>/<volume_id>.nii.gz)
 
 
 @dataclass(frozen=True)

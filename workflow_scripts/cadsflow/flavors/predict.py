@@ -15,6 +15,11 @@ fingerprint in the header. The one difference is the image: a flavor model was t
 their 5th to 95th percentile to [0, 1] (cadsflow.flavors.intensity), so each image is scaled the same way in
 memory before prediction, and the scaling enters the fingerprint.
 
+Layout (cadsflow.layout): a job's label maps go to its declared folder beside its report,
+<out_root>/<flavor>/<volume_id>.nii.gz with out_root = results/flavors/predictions/<group>/validation or
+.../<group>/part_<p>; the job creates that folder even when it writes no map. The head groups' brain (and neck)
+maps are group 553's (552's) pseudo-labels of the same volumes, given as the folders of their shards.
+
 Resume as in the pseudolabel stage: the job keeps a marker `<report>.running` while it runs; a job that finds the
 marker an interrupted run left keeps every label map whose header carries the fingerprint of what it would be made
 from now (model checkpoint, image, scaling, brain map, post-processing, settings) and predicts the rest. A job that
@@ -43,6 +48,8 @@ from cadsflow.pseudolabel.postprocess import CleanupRules
 
 log = logging.getLogger(__name__)
 
+MapFolders = str | Path | Sequence[str | Path] | None  # one folder of label maps, several (shard folders), or none
+
 
 @dataclass(frozen=True)
 class FlavorModel:
@@ -55,12 +62,13 @@ class FlavorModel:
 
 def predict_flavors(models: Sequence[FlavorModel], volume_dirs: Sequence[str | Path], out_root: str | Path,
                     group: int, report_path: str | Path, percentiles: tuple[float, float] = PERCENTILES,
-                    device: str = "cpu", cleanup: CleanupRules | None = None, brain_dir: str | Path | None = None,
-                    vertebrae_dir: str | Path | None = None, tile_step_size: float = 0.5,
+                    device: str = "cpu", cleanup: CleanupRules | None = None, brain_dir: MapFolders = None,
+                    vertebrae_dir: MapFolders = None, tile_step_size: float = 0.5,
                     label_resampling: str = "probabilities") -> list[FlavorOutcome]:
     """Predict the standardized volumes in `volume_dirs` with each model in turn (one load per model).
 
     Label maps: <out_root>/<flavor>/<volume_id>.nii.gz. Writes the report at `report_path` (module docstring).
+    `brain_dir` / `vertebrae_dir`: one folder of group 553's (552's) maps or a list of folders (its shards').
     """
     if len({m.flavor for m in models}) != len(models):
         raise ValueError(f"group {group}: a flavor is given twice in {[m.flavor for m in models]}")
@@ -71,6 +79,8 @@ def predict_flavors(models: Sequence[FlavorModel], volume_dirs: Sequence[str | P
                  "fingerprint are kept", marker)
     marker.parent.mkdir(parents=True, exist_ok=True)
     marker.write_text("running\n")
+    Path(out_root).mkdir(parents=True, exist_ok=True)  # the declared folder exists even when no map is written
+    brain_dir, vertebrae_dir = map_folders(brain_dir), map_folders(vertebrae_dir)
     transform = percentile_transform(percentiles)
     outcomes: list[FlavorOutcome] = []
     for model in models:
@@ -84,6 +94,16 @@ def predict_flavors(models: Sequence[FlavorModel], volume_dirs: Sequence[str | P
     write_report(outcomes, report_path)
     marker.unlink(missing_ok=True)
     return outcomes
+
+
+def map_folders(folders: MapFolders) -> str | Path | list[str | Path] | None:
+    """What predict_shard takes as brain_dir / vertebrae_dir: None, one folder, or the list of several folders."""
+    if folders is None or isinstance(folders, (str, Path)):
+        return folders
+    folders = list(folders)
+    if not folders:
+        return None
+    return folders[0] if len(folders) == 1 else folders
 
 
 def percentile_transform(percentiles: tuple[float, float] = PERCENTILES) -> ImageTransform:
@@ -109,12 +129,15 @@ def main(argv=None) -> int:
     parser.add_argument("--priority", help="priority table: predict only the flavors it ranks first for a "
                                            "structure of the group (default: every --model)")
     parser.add_argument("--volumes", nargs="*", default=[], help="standardized volume folders to predict")
-    parser.add_argument("--out-root", required=True, help="the group's folder: <out-root>/<flavor>/<id>.nii.gz")
+    parser.add_argument("--out-root", required=True, help="the job's declared folder (beside its report): "
+                                                          "<out-root>/<flavor>/<volume_id>.nii.gz")
     parser.add_argument("--report", required=True, help="report to write (TSV: volume_id, flavor, status, reason)")
     parser.add_argument("--flavors-config", help="config/flavors.yaml (flavor order; preset percentiles)")
     parser.add_argument("--flavor-preset", help="flavor preset whose intensity_percentiles scale the images")
-    parser.add_argument("--brain-dir", help="group 553's label maps (required for the head groups 557, 558)")
-    parser.add_argument("--vertebrae-dir", help="group 552's label maps (group 558: the neck when no brain is found)")
+    parser.add_argument("--brain-dir", nargs="+", help="folders of group 553's label maps, e.g. its pseudo-label "
+                                                       "shards' (required for the head groups 557, 558)")
+    parser.add_argument("--vertebrae-dir", nargs="+", help="folders of group 552's label maps (group 558: the neck "
+                                                           "when no brain is found)")
     parser.add_argument("--postprocessing", help="connected-component table (default: config/postprocessing.yaml)")
     parser.add_argument("--device", default="cpu", help="torch device (cpu, cuda)")
     parser.add_argument("--threads", type=int, default=1, help="CPU threads for torch")

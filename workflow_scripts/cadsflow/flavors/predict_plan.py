@@ -89,7 +89,8 @@ def read_selected_flavors(priority_path: str | Path, group: int | str, flavors: 
 
 
 def prediction_dir(out_root: str | Path, flavor: str) -> Path:
-    """A flavor's label maps of one group: <out_root>/<flavor>/ (out_root = results/flavors/predictions/<group>)."""
+    """A flavor's label maps in one prediction job's folder: <out_root>/<flavor>/ (out_root: the job's declared
+    folder, results/flavors/predictions/<group>/validation or .../<group>/part_<p>)."""
     return Path(out_root) / flavor
 
 

@@ -141,15 +141,17 @@ def group_map_reader(group: int, space: LabelSpace):
 
 
 def predictions_from_reports(reports: Mapping[str, str | Path], prediction_root: str | Path) -> dict[str, dict]:
-    """flavor -> volume_id -> label map path, for the volumes a validation report says have a map."""
+    """flavor -> volume_id -> label map path, for the volumes a validation report says have a map
+    (<prediction_root>/<flavor>/<volume_id>.nii.gz; prediction_root: the validation job's folder)."""
     from cadsflow.flavors.predict_plan import prediction_dir, read_report
+    from cadsflow.layout import map_path
 
     out: dict[str, dict[str, str]] = {}
     for report in reports.values():
         for o in read_report(report):
             if o.status in PREDICTED_STATUSES:
-                out.setdefault(o.flavor, {})[o.volume_id] = str(prediction_dir(prediction_root, o.flavor) /
-                                                                f"{o.volume_id}.nii.gz")
+                folder = prediction_dir(prediction_root, o.flavor)
+                out.setdefault(o.flavor, {})[o.volume_id] = str(map_path(folder, o.volume_id))
     return out
 
 
@@ -167,7 +169,9 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m cadsflow.flavors.scores", description=main.__doc__)
     parser.add_argument("--group", type=int, required=True)
     parser.add_argument("--report", required=True, help="the group's validation report (flavor_validate)")
-    parser.add_argument("--prediction-root", required=True, help="results/flavors/predictions/<group>")
+    parser.add_argument("--prediction-root", required=True,
+                        help="the validation job's folder of maps: results/flavors/predictions/<group>/validation "
+                             "(<flavor>/<volume_id>.nii.gz)")
     parser.add_argument("--volume", nargs=3, action="append", default=[], metavar=("VOLUME_ID", "SOURCE", "REF"),
                         help="a validation volume: id, source and reference (standardized folder or label map)")
     parser.add_argument("--training-sources", nargs="*", default=[], help="the group's training sources (ID)")
