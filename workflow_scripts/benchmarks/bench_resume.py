@@ -21,8 +21,11 @@ training are not bit-reproducible on CPU (nnU-Net samples patches and augments w
 scheduling changes float sums), so for them the benchmark reports, without asserting: trained weights (largest
 difference relative to the largest weight), pseudo-label and face-blurred maps (same shape, affine and dtype;
 fraction of identical voxels), shard reports (same statuses) and evaluation scores (same rows; largest score
-difference). For the killed shard it reports how many volumes the rerun kept from the interrupted run (their label
-map's header fingerprint matched) and how many it predicted again.
+difference). For the killed shard it reports how many volumes the rerun kept from the interrupted run and how many it
+predicted again: each shard job declares its folder of maps (results/pseudolabels/<G>/shard_<k>/), which Snakemake
+deletes before the rerun, so a killed shard predicts all its volumes again (kept 0; the fingerprint skip serves only
+a shard job rerun by hand); the shards that finished are other jobs with their own folders and are not redone (the
+plan above lists none of them).
 
 Usage (from the repository root; about 30-40 min on 2 loaded cores, `--quick` stops at pseudolabel_status):
 

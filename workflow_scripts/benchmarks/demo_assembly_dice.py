@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import functools
 import json
 from pathlib import Path
 
@@ -30,6 +31,7 @@ from cadsflow.imageio import read_volume
 from cadsflow.labels import load_label_space
 from cadsflow.layout import MapIndex
 from cadsflow.paths import CONFIG_DIR
+from cadsflow.pseudolabel.infer import read_label_maps
 from cadsflow.standardize import restore_label
 
 ASSEMBLED, PSEUDOLABELS, ASSEMBLED_MODEL = "assembled", "pseudolabels", "assembled*"
@@ -47,8 +49,16 @@ def system_maps(results: Path, group: int, volume_id: str, batch: str,
     """Each system's label map of the volume and group, where it exists."""
     paths = {ASSEMBLED: results / "assembled" / str(group) / batch / f"{volume_id}.nii.gz"}
     paths |= {f: path for f, index in flavors.items() if (path := index.get(volume_id)) is not None}
-    paths[PSEUDOLABELS] = results / "pseudolabels" / str(group) / f"{volume_id}.nii.gz"
+    if (pseudo := pseudolabel_maps(results).get((str(group), volume_id))) is not None:
+        paths[PSEUDOLABELS] = pseudo
     return {name: p for name, p in paths.items() if p.is_file()}
+
+
+@functools.cache
+def pseudolabel_maps(results: Path) -> dict[tuple[str, str], Path]:
+    """(group, volume_id) -> the specialists' map, each in its shard's folder, as the pseudo-label status table names
+    it (results/pseudolabels/status.tsv, paths relative to the run's folder)."""
+    return read_label_maps(results / "pseudolabels" / "status.tsv", results.parent)
 
 
 def ground_truth_structures(results: Path, group: int, volume_id: str, batch: str) -> set[str]:

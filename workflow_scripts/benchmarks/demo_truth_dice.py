@@ -23,6 +23,7 @@ from cadsflow.demo import DEMO_COHORT_YAML
 from cadsflow.imageio import read_volume
 from cadsflow.labels import load_label_space
 from cadsflow.phantom import make_grid, make_phantom
+from cadsflow.pseudolabel.infer import read_label_maps
 from cadsflow.standardize import restore_label
 
 GROUPS = range(551, 560)
@@ -48,15 +49,19 @@ def score(results: Path, spec_path: Path) -> tuple[dict[int, list[float]], dict[
     space = load_label_space()
     per_group: dict[int, list[float]] = {g: [] for g in GROUPS}
     predicted: dict[int, int] = {g: 0 for g in GROUPS}
+    status = results / "pseudolabels" / "status.tsv"
+    if not status.is_file():
+        raise SystemExit(f"{status}: missing; run the demo first")
+    maps = read_label_maps(status, results.parent)  # each map in its shard's folder, named by the status table
     for volume_id, masks in demo_volumes(spec_path):
         records = list(results.glob(f"standardized/*/{volume_id}/record.json"))
         if len(records) != 1:
             raise SystemExit(f"{results}/standardized: expected one record of {volume_id}, found {len(records)}")
         geometry = json.loads(records[0].read_text())["geometry"]
         for group in GROUPS:
-            path = results / "pseudolabels" / str(group) / f"{volume_id}.nii.gz"
-            if not path.is_file():
-                raise SystemExit(f"{path}: missing; run the demo first")
+            path = maps.get((str(group), volume_id))
+            if path is None or not path.is_file():
+                raise SystemExit(f"{status}: no label map of {volume_id} for group {group} ({path})")
             labels, _ = restore_label(read_volume(path).data, geometry)
             for structure, label_id in space.group_label_map(group).items():
                 truth = masks.get(structure)

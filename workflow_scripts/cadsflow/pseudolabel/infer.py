@@ -270,6 +270,14 @@ def write_status_table(report_paths, out: str | Path) -> None:
         log.info("group %s: %d %s", group, n, status)
 
 
+def read_label_maps(status_path: str | Path, root: str | Path = ".") -> dict[tuple[str, str], Path]:
+    """(group, volume_id) -> label map from the status table's label_map column, its relative paths resolved against
+    `root` (the run's working directory); a volume without a map is absent."""
+    with open(status_path, newline="") as handle:
+        return {(r["group"], r["volume_id"]): Path(root) / r["label_map"]
+                for r in csv.DictReader(handle, delimiter="\t") if r["label_map"]}
+
+
 def _shard_index(path: Path) -> int:
     return int(path.stem.rsplit("_", 1)[-1])
 
