@@ -135,3 +135,26 @@ def test_a_rerun_rewrites_every_map_unless_it_resumes_an_interrupted_job_whose_m
 def test_a_flavor_given_twice_is_refused(tmp_path):
     with pytest.raises(ValueError, match=r"group 557: a flavor is given twice in \['GT', 'GT'\]"):
         _head_job(tmp_path, _models(tmp_path, ("GT", "GT")))
+
+
+def test_a_part_job_reads_each_volumes_brain_from_the_553_shard_folder_holding_it_and_writes_its_own_folder(tmp_path):
+    """A part covers several pseudo-label shards: the rule passes group 553's shard folders as a list; the maps go
+    to the part's declared folder beside its report (<G>/part_<p>/<flavor>/<volume_id>.nii.gz)."""
+    for volume_id, shard in (("ct_a", "shard_0"), ("ct_b", "shard_1")):
+        standardized(tmp_path, volume_id)
+        brain_map(tmp_path / "pl" / shard, volume_id, n_brain=10)  # -> pl/<shard>/553/<id>.nii.gz
+    folders = [tmp_path / "pl" / "shard_0" / "553", str(tmp_path / "pl" / "shard_1" / "553")]
+    part = tmp_path / "fp" / "557" / "part_0"
+    outcomes = predict_flavors(_models(tmp_path, ("GT",)), [tmp_path / "standardized" / v for v in ("ct_a", "ct_b")],
+                               part, 557, tmp_path / "fp" / "557" / "part_0.tsv", brain_dir=folders)
+    assert [(o.volume_id, o.status) for o in outcomes] == [("ct_a", SKIPPED_NO_BRAIN), ("ct_b", SKIPPED_NO_BRAIN)]
+    assert sorted(str(p.relative_to(part)) for p in part.rglob("*")) == ["GT", "GT/ct_a.nii.gz", "GT/ct_b.nii.gz"]
+
+
+def test_a_job_whose_volumes_are_all_quarantined_still_creates_its_declared_folder(tmp_path):
+    volumes = [standardized(tmp_path, "ct_q", status="quarantined")]
+    folder = tmp_path / "fp" / "551" / "part_3"
+    predict_flavors(_models(tmp_path, ("GT", "Shape")), volumes, folder, 551, tmp_path / "fp" / "551" / "part_3.tsv")
+    assert folder.is_dir() and not list(folder.rglob("*.nii.gz"))
+    assert [(o.volume_id, o.flavor, o.status) for o in read_report(tmp_path / "fp" / "551" / "part_3.tsv")] == [
+        ("ct_q", "GT", "quarantined"), ("ct_q", "Shape", "quarantined")]
