@@ -264,7 +264,9 @@ def test_every_flavor_of_every_group_predicts_every_validation_volume_on_its_gri
             (f, v) for f in FLAVORS for v in test), group
         assert {r["status"] for r in rows} <= PREDICTED, group
         for r in rows:
-            label = nib.load(demo / f"results/flavors/predictions/{group}/{r['flavor']}/{r['volume_id']}.nii.gz")
+            # flavor_validate's declared folder beside its report: validation/<flavor>/<volume_id>.nii.gz
+            label = nib.load(demo / f"results/flavors/predictions/{group}/validation/{r['flavor']}/"
+                                    f"{r['volume_id']}.nii.gz")
             shape, affine = _grid(demo, r["volume_id"])
             assert label.shape == shape and np.allclose(label.affine, affine), r
             assert stored_fingerprint(label.get_filename()) is not None
@@ -277,13 +279,15 @@ def test_every_non_test_volume_is_predicted_by_the_flavors_ranked_first_for_its_
     others = sorted(v for v, r in _sheet(demo).items() if r["split"] != "test")
     for group in range(551, 560):
         chosen = {r["first"] for r in priority if r["group"] == str(group)}
-        rows = [r for part in sorted(demo.glob(f"results/flavors/predictions/{group}/part_*.tsv"))
-                for r in _tsv(part)]
+        parts = sorted(demo.glob(f"results/flavors/predictions/{group}/part_*.tsv"))
+        rows = [r for part in parts for r in _tsv(part)]
         assert sorted((r["flavor"], r["volume_id"]) for r in rows) == sorted(
             (f, v) for f in chosen for v in others), group
         assert {r["status"] for r in rows} <= PREDICTED, group
-        for r in rows:
-            assert (demo / f"results/flavors/predictions/{group}/{r['flavor']}/{r['volume_id']}.nii.gz").is_file()
+        for part in parts:  # each part's maps in its declared folder beside its report, nothing else there
+            folder = part.with_suffix("")
+            maps = sorted(str(p.relative_to(folder)) for p in folder.rglob("*.nii.gz"))
+            assert maps == sorted(f"{r['flavor']}/{r['volume_id']}.nii.gz" for r in _tsv(part)), part
         log = (demo / f"logs/flavor_predict/{group}/part_0.log").read_text()
         assert f"ranks {', '.join(f for f in FLAVORS if f in chosen)} first" in log, group
 
@@ -345,7 +349,8 @@ def test_every_volume_has_an_assembled_map_per_group_on_its_standardized_grid(de
     for image in demo.glob("results/standardized/*/*/image.nii.gz"):
         img = nib.load(image)
         for group in range(551, 560):
-            label = nib.load(demo / f"results/assembled/{group}/{image.parent.name}.nii.gz")
+            batch = image.parent.parent.name  # the batch job's declared folder of the group
+            label = nib.load(demo / f"results/assembled/{group}/{batch}/{image.parent.name}.nii.gz")
             assert label.shape == img.shape and np.allclose(label.affine, img.affine), (group, image)
 
 
@@ -355,8 +360,10 @@ def test_assembled_provenance_counts_add_up_to_each_maps_labelled_voxels(demo):
         key = (r["group"], r["volume_id"])
         totals[key] = totals.get(key, 0) + int(r["n_voxels"])
     assert len(totals) == 9 * 21
+    files = {(r["group"], r["volume_id"]): r for r in _tsv(demo / "results/assembled/dataset_card/files.tsv")}
+    assert set(files) == set(totals)  # the card's files.tsv names every map
     for (group, volume_id), total in totals.items():
-        data = np.asarray(nib.load(demo / f"results/assembled/{group}/{volume_id}.nii.gz").dataobj)
+        data = np.asarray(nib.load(demo / files[group, volume_id]["label_map"]).dataobj)
         assert int(np.count_nonzero(data)) == total, (group, volume_id)
 
 
@@ -396,6 +403,10 @@ def test_dataset_card_counts_the_21_assembled_volumes_and_every_stages_training_
     overall = [r for r in origins if r["group"] == "all"]
     assert abs(sum(float(r["share"]) for r in overall) - 1.0) < 1e-5  # shares are written with 6 decimals
     assert "Dataset card: 21 assembled volumes" in (card / "card.html").read_text()
+    for r in _tsv(card / "files.tsv"):  # every map and provenance file in its group's batch folder
+        folder = f"results/assembled/{r['group']}/{r['batch']}"
+        assert r["label_map"] == f"{folder}/{r['volume_id']}.nii.gz" and (demo / r["label_map"]).is_file(), r
+        assert r["provenance"] == f"{folder}/{r['volume_id']}.provenance.tsv" and (demo / r["provenance"]).is_file()
     assert "card.html" in (demo / "report.html").read_text(errors="replace")  # the report shows the card
 
 
@@ -429,8 +440,13 @@ def test_nine_final_models_are_trained_with_the_oversampling_trainer_on_their_as
 def test_final_models_predict_every_test_volume_on_its_standardized_grid(demo):
     test = sorted(r["volume_id"] for r in _tsv(demo / "demo/volumes.tsv") if r["split"] == "test")
     for group in range(551, 560):
-        rows = {r["volume_id"]: r for r in _tsv(demo / f"results/final/predictions/{group}/test.tsv")}
+        rows = {r["volume_id"]: r for r in _tsv(demo / f"results/final/predictions/{group}.tsv")}
         assert sorted(rows) == test, group
+        # final_predict's declared folder holds its maps only (the report lies beside it; Snakemake's hidden
+        # .snakemake_timestamp of a directory output aside)
+        folder = demo / f"results/final/predictions/{group}"
+        assert sorted(p.name for p in folder.iterdir() if not p.name.startswith(".")) == [
+            f"{v}.nii.gz" for v in test], group
         for volume_id, r in rows.items():
             assert r["status"] in (("ok", "skipped_no_brain") if group in (557, 558) else ("ok",)), r
             image = nib.load(next(demo.glob(f"results/standardized/*/{volume_id}/image.nii.gz")))
