@@ -380,12 +380,56 @@ def predict_array(predictor, data: np.ndarray, spacing, label_resampling: str = 
     preprocessor = configuration.preprocessor_class(verbose=False)
     model_input, _, properties = preprocessor.run_case_npy(data, None, {"spacing": list(spacing)}, plans,
                                                            configuration, predictor.dataset_json)
-    logits = predictor.predict_logits_from_preprocessed_data(torch.from_numpy(model_input)).cpu()
+    logits = predict_logits(predictor, torch.from_numpy(model_input))
     on_model_grid = np.asarray(predictor.label_manager.convert_logits_to_segmentation(logits), dtype=np.uint8)
     cropped = nearest_resize(on_model_grid, properties["shape_after_cropping_and_before_resampling"])
     full = np.zeros(properties["shape_before_cropping"], dtype=np.uint8)
     full = insert_crop_into_image(full, cropped, properties["bbox_used_for_cropping"])
     return np.asarray(full).transpose(plans.transpose_backward)
+
+
+def predict_logits(predictor, model_input):
+    """nnU-Net's predict_logits_from_preprocessed_data (half-precision logits of a preprocessed image), on the CPU.
+
+    When the image fits one tile (the smoke preset's patch covers a demo volume) with one set of weights and no
+    mirroring, nnU-Net's sliding window reduces to one forward pass of the zero-padded tile; it is computed here
+    directly with nnU-Net's own arithmetic (the float32 logits times its Gaussian, accumulated in half precision,
+    divided by the half-precision weight), so the values are nnU-Net's bit for bit. Skipped: its per-call weight
+    reload, tile worker thread and queue. Any other case goes through nnU-Net.
+    """
+    import torch
+    from acvl_utils.cropping_and_padding.padding import pad_nd_image
+    from nnunetv2.inference.sliding_window_prediction import compute_gaussian
+
+    patch = [int(p) for p in predictor.configuration_manager.patch_size]
+    one_tile = (predictor.device.type == "cpu" and len(predictor.list_of_parameters) == 1
+                and not predictor.use_mirroring and all(s <= p for s, p in zip(model_input.shape[1:], patch)))
+    if not one_tile:
+        return predictor.predict_logits_from_preprocessed_data(model_input).cpu()
+    from nnunetv2.configuration import default_num_processes
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(min(default_num_processes, threads))  # as nnU-Net's predict_logits_from_preprocessed_data
+    try:
+        with torch.inference_mode():
+            predictor.network.eval()
+            padded, unpad = pad_nd_image(model_input, patch, "constant", {"value": 0}, True, None)
+            weight = 1  # nnU-Net's sliding window, as it calls compute_gaussian (cached there)
+            if predictor.use_gaussian:
+                weight = compute_gaussian(tuple(patch), sigma_scale=1.0 / 8, value_scaling_factor=10,
+                                          device=torch.device("cpu"))
+            logits = predictor.network(padded[None].contiguous())[0]
+            logits *= weight  # nnU-Net: prediction *= gaussian (float32)
+            summed = torch.zeros(logits.shape, dtype=torch.half)
+            summed += logits  # nnU-Net: predicted_logits (half) += prediction
+            count = torch.zeros(logits.shape[1:], dtype=torch.half)
+            count += weight  # nnU-Net: n_predictions (half) += gaussian
+            torch.div(summed, count, out=summed)
+            if torch.any(torch.isinf(summed)):
+                raise RuntimeError("inf in the predicted logits (nnU-Net's half-precision accumulation)")
+            return summed[(slice(None), *unpad[1:])]
+    finally:
+        torch.set_num_threads(threads)
 
 
 def nearest_resize(labels: np.ndarray, shape) -> np.ndarray:

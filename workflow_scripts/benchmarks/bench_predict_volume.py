@@ -1,0 +1,227 @@
+"""Benchmark: seconds per step of one pseudo-label prediction (a shard job's `predicted in`), old path against new.
+
+On a finished demo run (--root: its standardized volumes and its specialists' models), for each group every volume is
+predicted twice in the same process, by
+  old  the path before the speed-ups: nnU-Net's predict_logits_from_preprocessed_data (per-call weight reload, tile
+       worker thread, whole-tile accumulators) and the per-structure clean-up (each structure's mask over the whole
+       volume, labelled alone with scipy), as this file's `old_*` functions keep them;
+  new  cadsflow.pseudolabel.infer.predict_logits (the one-tile forward pass with nnU-Net's arithmetic) and
+       cadsflow.pseudolabel.postprocess.clean_components (one bounding-box pass, one multi-label labelling);
+with the settings the smoke preset's shard jobs use (tile step 1.0, labels resampled by nearest neighbour, one torch
+thread). Steps: read (gzip NIfTI), preprocess (nnU-Net's crop, normalisation, resampling to the plans' spacing),
+forward, argmax, resize (nearest + insert into the uncropped grid), cleanup, save (gzip NIfTI with the fingerprint).
+Printed per group: median seconds per step, old and new, the median total, and the label maps' agreement (share of
+identical voxels; Dice over the labels present; both must be 1.0: every change is meant to be exact).
+
+Usage: python workflow_scripts/benchmarks/bench_predict_volume.py --root /path/to/finished/demo/run
+           [--groups 551,555,559] [--volumes 12] [--threads 1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO / "workflow_scripts"))
+
+STEPS = ("read", "preprocess", "forward", "argmax", "resize", "cleanup", "save")
+SMOKE_TILE_STEP, SMOKE_RESAMPLING = 1.0, "nearest"  # config/presets.yaml, smoke
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--root", required=True, help="a finished demo run (its results/ folder is read)")
+    parser.add_argument("--groups", default="551,555,559", help="specialist groups (default 551, 555, 559)")
+    parser.add_argument("--volumes", type=int, default=12, help="standardized volumes per group (spread over sources)")
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (the smoke preset's: 1)")
+    args = parser.parse_args()
+
+    import numpy as np
+    import torch
+
+    from cadsflow.specialists.nnunet import TRAINERS_DIR
+
+    os.environ.setdefault("nnUNet_extTrainer", str(TRAINERS_DIR))
+    torch.set_num_threads(args.threads)
+    root = Path(args.root)
+    volumes = _volumes(root, args.volumes)
+    print(f"bench_predict_volume: {len(volumes)} volumes of {root}, torch threads {args.threads}, "
+          f"tile step {SMOKE_TILE_STEP}, label resampling {SMOKE_RESAMPLING}")
+    with tempfile.TemporaryDirectory() as tmp:
+        for group in (int(g) for g in args.groups.split(",")):
+            _bench_group(root, group, volumes, Path(tmp), np)
+    return 0
+
+
+def _bench_group(root: Path, group: int, volumes: list[Path], tmp: Path, np) -> None:
+    from cadsflow.pseudolabel.infer import load_predictor
+    from cadsflow.pseudolabel.postprocess import load_cleanup_rules
+
+    predictor = load_predictor(_model_dir(root, group), "all", "cpu", tile_step_size=SMOKE_TILE_STEP)
+    rules = load_cleanup_rules(group)
+    times = {path: {step: [] for step in STEPS} for path in ("old", "new")}
+    totals = {"old": [], "new": []}
+    same, dices = [], []
+    for i, image in enumerate(volumes):
+        order = ("old", "new") if i % 2 == 0 else ("new", "old")  # alternate: neither path always runs warm
+        maps = {}
+        for path in order:
+            seconds, maps[path] = _predict_steps(predictor, image, rules, path == "new", tmp / f"{path}.nii.gz")
+            for step in STEPS:
+                times[path][step].append(seconds[step])
+            totals[path].append(sum(seconds.values()))
+        same.append(float(np.mean(maps["old"] == maps["new"])))
+        dices.append(_mean_dice(maps["old"], maps["new"], np))
+    plans = predictor.configuration_manager
+    print(f"\ngroup {group}: {len(volumes)} volumes, {predictor.label_manager.num_segmentation_heads} classes, "
+          f"patch {list(plans.patch_size)} at {list(plans.spacing)} mm, {len(rules.labels())} clean-up rules")
+    print(f"  {'step':<11}{'old s':>9}{'new s':>9}{'new/old':>9}")
+    for step in STEPS:
+        old, new = np.median(times["old"][step]), np.median(times["new"][step])
+        print(f"  {step:<11}{old:9.3f}{new:9.3f}{_ratio(new, old):>9}")
+    old, new = np.median(totals["old"]), np.median(totals["new"])
+    print(f"  {'total':<11}{old:9.3f}{new:9.3f}{_ratio(new, old):>9}   (median of per-volume sums; max old "
+          f"{max(totals['old']):.3f}, new {max(totals['new']):.3f})")
+    print(f"  old vs new label maps: identical voxels min {min(same):.6f}, mean Dice min {min(dices):.6f}")
+
+
+def _predict_steps(predictor, image: Path, rules, new: bool, out: Path):
+    """One volume through one path, timed step by step; returns the seconds and the saved label map."""
+    import numpy as np
+    import torch
+    from acvl_utils.cropping_and_padding.bounding_boxes import insert_crop_into_image
+
+    from cadsflow.imageio import read_volume
+    from cadsflow.pseudolabel.infer import _save_label_map, nearest_resize, predict_logits
+    from cadsflow.pseudolabel.postprocess import clean_components
+
+    seconds = {}
+    clock = time.perf_counter()
+
+    def lap(step):
+        nonlocal clock
+        now = time.perf_counter()
+        seconds[step] = now - clock
+        clock = now
+
+    volume = read_volume(image)
+    lap("read")
+    data = np.ascontiguousarray(np.asarray(volume.data, dtype=np.float32).transpose(2, 1, 0))[None]
+    plans, configuration = predictor.plans_manager, predictor.configuration_manager
+    preprocessor = configuration.preprocessor_class(verbose=False)
+    model_input, _, properties = preprocessor.run_case_npy(data, None, {"spacing": [float(s) for s in volume.zooms[::-1]]},
+                                                           plans, configuration, predictor.dataset_json)
+    lap("preprocess")
+    model_input = torch.from_numpy(model_input)
+    logits = predict_logits(predictor, model_input) if new else old_predict_logits(predictor, model_input)
+    lap("forward")
+    on_model_grid = np.asarray(predictor.label_manager.convert_logits_to_segmentation(logits), dtype=np.uint8)
+    lap("argmax")
+    cropped = nearest_resize(on_model_grid, properties["shape_after_cropping_and_before_resampling"])
+    full = insert_crop_into_image(np.zeros(properties["shape_before_cropping"], dtype=np.uint8), cropped,
+                                  properties["bbox_used_for_cropping"])
+    labels = np.ascontiguousarray(np.asarray(full).transpose(plans.transpose_backward).transpose(2, 1, 0))
+    lap("resize")
+    labels = clean_components(labels, rules) if new else old_clean_components(labels, rules)
+    lap("cleanup")
+    _save_label_map(labels, volume.affine, out, "0" * 64)
+    lap("save")
+    return seconds, labels
+
+
+def old_predict_logits(predictor, model_input):
+    """The forward pass before: nnU-Net's own entry point."""
+    return predictor.predict_logits_from_preprocessed_data(model_input).cpu()
+
+
+def old_clean_components(labels, rules, spacing=None):
+    """The clean-up before (cadsflow.pseudolabel.postprocess at commit d606be9): structure by structure, whole-volume
+    masks, each structure labelled alone with scipy."""
+    import numpy as np
+    from scipy import ndimage
+
+    from cadsflow.pseudolabel.postprocess import (
+        ANTERIOR_AXIS,
+        AUTHORS_VOXEL_MM,
+        CONNECTIVITY,
+        RIGHT_AXIS,
+        SUPERIOR_AXIS,
+    )
+
+    out = labels.copy()
+    scale = 1.0 if spacing is None else AUTHORS_VOXEL_MM**3 / float(np.prod(np.asarray(spacing, dtype=float)))
+    structure = ndimage.generate_binary_structure(3, CONNECTIVITY[rules.connectivity])
+    for label_id in rules.labels():
+        if not np.any(out == label_id):
+            continue
+        if label_id in rules.fill_holes:
+            for axis in (None, SUPERIOR_AXIS, RIGHT_AXIS, ANTERIOR_AXIS, None):
+                mask = out == label_id
+                if axis is None:
+                    filled = ndimage.binary_fill_holes(mask)
+                else:
+                    moved = np.moveaxis(mask, axis, 0)
+                    filled = np.moveaxis(np.stack([ndimage.binary_fill_holes(s) for s in moved]), 0, axis)
+                out[filled & ~mask] = label_id
+        minimum = math.ceil(rules.min_voxels.get(label_id, 0) * scale)
+        keep = rules.keep_largest.get(label_id)
+        if keep is not None or minimum > 0:
+            box = ndimage.find_objects((out == label_id).astype(np.uint8))[0]
+            mask = out[box] == label_id
+            components, n = ndimage.label(mask, structure=structure)
+            sizes = np.bincount(components.ravel(), minlength=n + 1)[1:]
+            order = np.argsort(-sizes, kind="stable")
+            rank = np.empty(n, dtype=int)
+            rank[order] = np.arange(n)
+            kept = (sizes >= minimum) & (rank < (keep if keep is not None else n))
+            if not kept.all():
+                out = out.copy()
+                out[box][mask & ~np.concatenate([[False], kept])[components]] = 0
+        if rules.convex_hull.get(label_id):
+            from skimage.morphology import convex_hull_image
+
+            eroded = ndimage.binary_erosion(out == label_id, ndimage.generate_binary_structure(3, 3),
+                                            iterations=rules.convex_hull[label_id])
+            for z in np.flatnonzero(eroded.any(axis=(0, 1))):
+                out[:, :, z][convex_hull_image(eroded[:, :, z])] = label_id
+    return out
+
+
+def _model_dir(root: Path, group: int) -> Path:
+    """The group's model folder inside the run (its marker's paths name the folder where the run was made)."""
+    marker = json.loads((root / "results" / "specialists" / "models" / f"{group}.done").read_text())
+    name = f"{marker['trainer']}__{marker['plans']}__{marker['configuration']}"
+    return root / "results" / "specialists" / "models" / marker["dataset"] / name
+
+
+def _volumes(root: Path, limit: int) -> list[Path]:
+    """Up to `limit` standardized images, taken in turn from each demo source (head, torso and whole-body sizes)."""
+    by_source = [sorted(batch.glob("*/image.nii.gz")) for batch in sorted((root / "results" / "standardized").glob("*"))]
+    chosen = []
+    while len(chosen) < limit and any(by_source):
+        for images in by_source:
+            if images and len(chosen) < limit:
+                chosen.append(images.pop(0))
+    return chosen
+
+
+def _mean_dice(a, b, np) -> float:
+    labels = sorted(set(np.unique(a)) | set(np.unique(b)) - {0})
+    if not labels:
+        return 1.0
+    return float(np.mean([2 * np.sum((a == v) & (b == v)) / (np.sum(a == v) + np.sum(b == v)) for v in labels]))
+
+
+def _ratio(new: float, old: float) -> str:
+    return f"{new / old:.2f}" if old > 0 else "-"
+
+
+if __name__ == "__main__":
+    sys.exit(main())
