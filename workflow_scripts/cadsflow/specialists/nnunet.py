@@ -7,7 +7,12 @@ the folders its config names and no library function changes os.environ.
 
 from __future__ import annotations
 
+import importlib
+import importlib.machinery
 import os
+import re
+import sys
+import types
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,6 +20,10 @@ from cadsflow.paths import PROJECT_ROOT
 from cadsflow.specialists.presets import Preset
 
 TRAINERS_DIR = PROJECT_ROOT / "workflow_scripts" / "nnunet_trainers"  # handed to nnU-Net as nnUNet_extTrainer
+# imported at the top of nnU-Net's training logger (nnunetv2.training.logging.nnunet_logger) only to draw progress.png;
+# measured 1.6-3.3 s of a 10-20 s demo training job (python -X importtime, 2 cores), for a plot the smoke trainers
+# never draw. defer_plotting_imports makes them load on first use instead.
+PLOTTING_MODULES = ("seaborn", "matplotlib.pyplot")
 SCHEDULE_ENV = {  # read by workflow_scripts/nnunet_trainers/cads_trainers.py
     "epochs": "CADS_NNUNET_EPOCHS",
     "iterations_per_epoch": "CADS_NNUNET_ITERATIONS_PER_EPOCH",
@@ -53,3 +62,73 @@ def training_env(dirs: NnunetDirs, preset: Preset, base: dict[str, str] | None =
     env.update({SCHEDULE_ENV[key]: str(value) for key, value in preset.schedule.items()})
     env["nnUNet_n_proc_DA"] = "0" if preset.device == "cpu" else str(preset.num_processes)
     return env
+
+
+def find_trainer_class(name: str, ext_trainer: str | None = None) -> type:
+    """The nnU-Net trainer class `name`: from the folders of `ext_trainer` (default: this process's nnUNet_extTrainer)
+    when one of their modules defines it, else nnU-Net's own search (recursive_find_trainer_class_by_name).
+
+    nnU-Net's search imports every trainer module of its own package before it looks at nnUNet_extTrainer (among them
+    the Primus trainers, which import timm): measured 2.4-4 s of each demo training job. The project's trainers
+    (nnUNetTrainerCads*) are not in nnU-Net's package, so both searches return the same class; a module is picked by
+    its text (`class <name>(`) and imported with its folder on sys.path, as nnU-Net imports it.
+    """
+    from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+
+    folders = (os.environ.get("nnUNet_extTrainer", "") if ext_trainer is None else ext_trainer).split(os.pathsep)
+    definition = re.compile(rf"^class {re.escape(name)}\(", re.MULTILINE)
+    for folder in filter(None, (f.strip() for f in folders)):
+        for source in sorted(Path(folder).glob("*.py")):
+            if definition.search(source.read_text()):
+                found = getattr(_import_from(source), name, None)
+                if not (isinstance(found, type) and issubclass(found, nnUNetTrainer)):
+                    raise TypeError(f"{source}: {name} is not an nnUNetTrainer subclass")
+                return found
+    from nnunetv2.utilities.find_objects import recursive_find_trainer_class_by_name
+
+    return recursive_find_trainer_class_by_name(name)
+
+
+def defer_plotting_imports() -> None:
+    """Let seaborn and matplotlib.pyplot load when first used instead of when nnU-Net's logger is imported.
+
+    Call before nnU-Net's trainer module is imported. matplotlib's backend is set to agg here, as the logger sets it
+    (its own `matplotlib.use('agg')` is then a no-op that leaves pyplot alone); each module in PLOTTING_MODULES that
+    is not loaded yet is replaced by a stand-in module whose first attribute access imports the real one, puts it
+    in sys.modules and takes over its namespace. A trainer that plots (nnU-Net's stock on_epoch_end) draws the same
+    figure, a second later; the smoke trainers never plot, so their jobs never import either module.
+    """
+    import matplotlib
+
+    matplotlib.use("agg")
+    for name in PLOTTING_MODULES:
+        if name not in sys.modules:
+            sys.modules[name] = _DeferredModule(name)
+
+
+class _DeferredModule(types.ModuleType):
+    """A sys.modules entry that imports the real module on its first missing-attribute lookup."""
+
+    def __init__(self, name: str):
+        super().__init__(name)
+        self.__spec__ = importlib.machinery.ModuleSpec(name, None)  # `import name` sees an initialised module
+
+    def __getattr__(self, attribute: str):
+        name = self.__name__
+        if sys.modules.get(name) is self:
+            del sys.modules[name]
+            real = importlib.import_module(name)
+        else:  # already imported through another stand-in's import
+            real = sys.modules[name]
+        self.__dict__.update(real.__dict__)
+        return getattr(real, attribute)
+
+
+def _import_from(source: Path) -> types.ModuleType:
+    """Import the module file `source` by its name, with its folder first on sys.path (sibling imports resolve)."""
+    folder = str(source.parent)
+    sys.path.insert(0, folder)
+    try:
+        return importlib.import_module(source.stem)
+    finally:
+        sys.path.remove(folder)

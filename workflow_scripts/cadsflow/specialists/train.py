@@ -22,7 +22,7 @@ from pathlib import Path
 
 from cadsflow.atomic import write_text
 from cadsflow.labels import GROUP_IDS
-from cadsflow.specialists.nnunet import NnunetDirs, nnunet_env
+from cadsflow.specialists.nnunet import NnunetDirs, defer_plotting_imports, find_trainer_class, nnunet_env
 from cadsflow.specialists.planning import PlanningError, check_nnunet_folders, plan_and_preprocess
 from cadsflow.specialists.presets import Preset
 
@@ -95,15 +95,35 @@ def train_specialist(group: int, planned: str | Path, preset: Preset, dirs: Nnun
 def run_nnunet_training(dataset_id: int, preset: Preset) -> None:
     """nnUNetv2_train's single-device path in this process: find the trainer, continue from the fold's latest
     checkpoint when there is one (a retried or requeued GPU job resumes a training that outlasts the scheduler's
-    time limit), train, then run the trainer's final validation (which the Cads smoke trainers skip)."""
-    import torch
-    from nnunetv2.run.run_training import get_trainer_from_args, maybe_load_checkpoint
+    time limit), train, then run the trainer's final validation (which the Cads smoke trainers skip).
 
-    trainer = get_trainer_from_args(str(dataset_id), preset.configuration, preset.fold, preset.trainer, preset.plans,
-                                    continue_training=True, device=torch.device(preset.device))
+    Two imports are cut, not the training: the plotting modules load on first use (defer_plotting_imports) and the
+    trainer class comes from nnUNet_extTrainer directly (find_trainer_class), not after nnU-Net's whole package.
+    """
+    defer_plotting_imports()
+    import torch
+    from nnunetv2.run.run_training import maybe_load_checkpoint
+
+    trainer = build_trainer(dataset_id, preset, continue_training=True, device=torch.device(preset.device))
     maybe_load_checkpoint(trainer, continue_training=True, validation_only=False)
     trainer.run_training()
     trainer.perform_actual_validation(False)
+
+
+def build_trainer(dataset_id: int, preset: Preset, continue_training: bool, device):
+    """nnU-Net's get_trainer_from_args (nnunetv2 2.8.1, nnunetv2/run/run_training.py) with find_trainer_class:
+    the preset's trainer on the dataset's preprocessed plans and dataset.json."""
+    from batchgenerators.utilities.file_and_folder_operations import load_json
+    from nnunetv2.paths import nnUNet_preprocessed
+    from nnunetv2.utilities.dataset_name_id_conversion import maybe_convert_to_dataset_name
+
+    trainer_class = find_trainer_class(preset.trainer)
+    folder = Path(str(nnUNet_preprocessed)) / maybe_convert_to_dataset_name(dataset_id)
+    plans = load_json(str(folder / f"{preset.plans}.json"))
+    plans["continue_training"] = continue_training
+    dataset_json = load_json(str(folder / "dataset.json"))
+    return trainer_class(plans=plans, configuration=preset.configuration, fold=preset.fold,
+                         dataset_json=dataset_json, device=device)
 
 
 def read_marker(marker: str | Path, keys=("model_dir", "fold")) -> dict:
