@@ -107,9 +107,10 @@ def test_only_volumes_the_validation_report_lists_as_predicted_are_read(tmp_path
                       "a\tPseudo\tfailed\tRuntimeError: x\n"
                       "b\tGT\tquarantined\tnot a CT\n"
                       "c\tPseudo\tskipped_no_brain\ttoo little brain\n")
-    assert predictions_from_reports({"v": report}, tmp_path / "551") == {
-        "GT": {"a": str(tmp_path / "551" / "GT" / "a.nii.gz")},
-        "Pseudo": {"c": str(tmp_path / "551" / "Pseudo" / "c.nii.gz")},
+    folder = tmp_path / "551" / "validation"  # flavor_validate's declared folder beside its report
+    assert predictions_from_reports({"v": report}, folder) == {
+        "GT": {"a": str(folder / "GT" / "a.nii.gz")},
+        "Pseudo": {"c": str(folder / "Pseudo" / "c.nii.gz")},
     }
 
 
