@@ -9,7 +9,7 @@ import torch
 
 from cadsflow.shape_qc.model import ShapeDecoder, load_prior, save_prior
 from cadsflow.shape_qc.presets import load_preset
-from cadsflow.shape_qc.reconstruct import decode_on_grid, fit_latent, reconstruct
+from cadsflow.shape_qc.reconstruct import coarse_to_fine, decode_on_grid, fit_latent, reconstruct
 from cadsflow.shape_qc.sampling import boundary_voxels, prepare, sample_points
 from cadsflow.shape_qc.score import volume_rng
 from cadsflow.shape_qc.train import train_prior
@@ -124,6 +124,39 @@ def test_coarse_to_fine_decoding_equals_decoding_every_voxel(tiny_prior):
     every = decode_on_grid(prior, prior.mean_latent, vol, TINY.with_overrides(decode_stride=1))
     coarse = decode_on_grid(prior, prior.mean_latent, vol, TINY.with_overrides(decode_stride=2))
     assert np.array_equal(every, coarse)
+
+
+def test_coarse_to_fine_redecodes_the_neighbourhood_of_a_label_change_but_not_the_coarse_voxels():
+    # One labelled coarse voxel (2, 2, 2) of a 5^3 coarse grid at stride 2: the coarse voxels 1..3 per axis see a
+    # label change in their 3x3x3 neighbourhood, i.e. fine voxels 2..7 per axis (6^3 = 216); of these the 3^3 = 27
+    # at even indices are coarse voxels, decoded already: 189 are decoded again.
+    coarse = np.zeros((5, 5, 5), dtype=np.uint8)
+    coarse[2, 2, 2] = 7
+    fine, redo = coarse_to_fine(coarse, 2, (10, 10, 10))
+    expected_fine = np.zeros((10, 10, 10), dtype=np.uint8)
+    expected_fine[4:6, 4:6, 4:6] = 7
+    expected_redo = np.zeros((10, 10, 10), dtype=bool)
+    expected_redo[2:8, 2:8, 2:8] = True
+    expected_redo[2:8:2, 2:8:2, 2:8:2] = False
+    assert np.array_equal(fine, expected_fine)
+    assert np.array_equal(redo, expected_redo)
+    assert redo.sum() == 189
+
+
+def test_coarse_to_fine_of_a_fine_grid_that_is_not_a_stride_multiple_repeats_the_last_coarse_voxel():
+    coarse = np.arange(4, dtype=np.uint8).reshape(4, 1, 1)  # labels 0..3 along x, coarse x = 0, 3, 6, 9 at stride 3
+    fine, redo = coarse_to_fine(coarse, 3, (11, 1, 1))
+    assert fine[:, 0, 0].tolist() == [0, 0, 0, 1, 1, 1, 2, 2, 2, 3, 3]
+    assert redo[:, 0, 0].tolist() == [False, True, True] * 3 + [False, True]
+
+
+def test_decoding_in_small_chunks_gives_the_labels_of_one_call(tiny_prior):
+    prior, _ = tiny_prior
+    vol = prepare(_two_structures(4.0, 1), AFFINE, prior.meta.coord_scale_mm)
+    one_call = decode_on_grid(prior, prior.mean_latent, vol, TINY.with_overrides(decode_chunk=1 << 20))
+    small = decode_on_grid(prior, prior.mean_latent, vol, TINY.with_overrides(decode_chunk=100))
+    assert (one_call > 0).sum() > 100
+    assert np.array_equal(one_call, small)
 
 
 def test_a_file_that_is_not_a_prior_is_rejected_with_its_name(tmp_path):

@@ -19,6 +19,7 @@ from cadsflow.shape_qc.score import (
     OK,
     SCORE_COLUMNS,
     WHOLE_VOLUME,
+    distance_method,
     read_scores,
     score_file,
     score_files,
@@ -68,6 +69,37 @@ def test_hd90_ignores_one_far_voxel_that_hd100_measures():
     b[20, 10, 10] = True
     assert structure_hd(a, b, (1.0, 1.0, 1.0), 90.0) == 0.0
     assert structure_hd(a, b, (1.0, 1.0, 1.0), 100.0) == pytest.approx(6.0)
+
+
+def _checkerboard(shape) -> np.ndarray:
+    """Every voxel's 6 neighbours differ from it: all voxels of the grid lie on the mask's boundary."""
+    return np.indices(shape).sum(axis=0) % 2 == 1
+
+
+def test_distance_method_takes_the_transform_when_the_surfaces_outweigh_the_crop():
+    # A checkerboard over the whole 30^3 crop: 27,000 boundary voxels, 7 x 27,000 > 27,000 crop voxels.
+    shape = (30, 30, 30)
+    assert distance_method(_checkerboard(shape), _cube(shape, (5, 5, 5), 10)) == "edt"
+
+
+def test_distance_method_keeps_the_local_search_for_compact_structures():
+    # Two 10^3 cubes: 2 x (1000 - 8^3) = 976 boundary voxels, 7 x 976 = 6,832 < 40^3 = 64,000 crop voxels.
+    shape = (40, 40, 40)
+    assert distance_method(_cube(shape, (5, 5, 5), 10), _cube(shape, (8, 5, 5), 10)) == "local"
+
+
+@pytest.mark.parametrize("percentile", [50.0, 90.0, 100.0])
+def test_hd_with_the_chosen_method_equals_the_local_search_and_the_transform_exactly(percentile):
+    # Far-apart surfaces (a checkerboard half vs a cube) as a poor pseudo-label gives them: every method of
+    # cadsflow.evaluation.surfaces gives the same value, so choosing the method does not change a score.
+    shape = (30, 30, 30)
+    a = _checkerboard(shape)
+    a[:, :, 15:] = False
+    b = _cube(shape, (10, 10, 20), 8)
+    spacing = (1.5, 1.5, 2.0)
+    chosen = structure_hd(a, b, spacing, percentile)
+    assert chosen == structure_hd(a, b, spacing, percentile, method="local")
+    assert chosen == structure_hd(a, b, spacing, percentile, method="edt")
 
 
 def test_structure_rows_give_each_structure_its_status_and_missing_sides_the_image_diagonal():

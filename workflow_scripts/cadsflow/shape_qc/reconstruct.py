@@ -11,8 +11,8 @@ the field of view of the pseudo-label it is compared with), but not every voxel 
   volume's frame, grown by ``decode_margin_mm``; the reconstruction is background outside it.
 - Inside the box every ``decode_stride``-th voxel is decoded first; a voxel takes the label of its coarse voxel
   unless the labels around that coarse voxel (its 3x3x3 coarse neighbourhood) differ, and those voxels are
-  decoded exactly. With stride 1 every voxel of the box is decoded. A structure thinner than the stride
-  can be missed between coarse voxels.
+  decoded exactly (coarse_to_fine; the coarse voxels themselves are not decoded twice). With stride 1 every
+  voxel of the box is decoded. A structure thinner than the stride can be missed between coarse voxels.
 """
 
 from __future__ import annotations
@@ -90,16 +90,28 @@ def decode_on_grid(prior: ShapePrior, latent: torch.Tensor, vol: LabelVolume, pr
     if stride == 1:
         out[tuple(slice(a, b) for a, b in zip(lo, hi))] = coarse
         return out
-    unsure = ndimage.maximum_filter(coarse, size=3) != ndimage.minimum_filter(coarse, size=3)
-    fine_shape = tuple(b - a for a, b in zip(lo, hi))
-    up = tuple(np.arange(n) // stride for n in fine_shape)
-    fine = coarse[np.ix_(*up)]
-    redo = np.nonzero(unsure[np.ix_(*up)])
+    fine, redo = coarse_to_fine(coarse, stride, tuple(b - a for a, b in zip(lo, hi)))
+    redo = np.nonzero(redo)
     if len(redo[0]):
         ijk = [r + a for r, a in zip(redo, lo)]
         fine[redo] = _decode_voxels(prior, latent, vol, ijk, preset.decode_chunk)
     out[tuple(slice(a, b) for a, b in zip(lo, hi))] = fine
     return out
+
+
+def coarse_to_fine(coarse: np.ndarray, stride: int, fine_shape) -> tuple[np.ndarray, np.ndarray]:
+    """Fine labels from coarse ones (every `stride`-th voxel), and the fine voxels whose label must be decoded.
+
+    A fine voxel takes the label of its coarse voxel (index // stride per axis). It is uncertain when that coarse
+    voxel's 3x3x3 coarse neighbourhood holds more than one label, unless it is the coarse voxel itself (index a
+    multiple of the stride on every axis): that one was decoded already.
+    """
+    unsure = ndimage.maximum_filter(coarse, size=3) != ndimage.minimum_filter(coarse, size=3)
+    up = np.ix_(*(np.arange(n) // stride for n in fine_shape))
+    fine = coarse[up]
+    redo = unsure[up]
+    redo[np.ix_(*(np.arange(n) % stride == 0 for n in fine_shape))] = False
+    return fine, redo
 
 
 def decode_box(prior: ShapePrior, vol: LabelVolume, margin_mm: float) -> tuple[np.ndarray, np.ndarray] | None:
@@ -127,7 +139,7 @@ def _decode_voxels(prior: ShapePrior, latent: torch.Tensor, vol: LabelVolume, ij
     device = prior.latents.device
     code = latent.reshape(1, -1).to(device)
     labels = np.empty(len(points), dtype=np.int64)
-    with torch.no_grad():
+    with torch.inference_mode():
         for first in range(0, len(points), chunk):
             coords = torch.from_numpy(vol.normalise(points[first:first + chunk]))[None].to(device)
             labels[first:first + chunk] = prior.decoder(code, coords)[0].argmax(dim=-1).cpu().numpy()

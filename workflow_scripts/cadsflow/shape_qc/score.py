@@ -38,8 +38,7 @@ from cadsflow.evaluation.surfaces import robust_hausdorff, surface_distances
 from cadsflow.shape_qc.model import ShapePrior
 from cadsflow.shape_qc.presets import ShapeQcPreset
 from cadsflow.shape_qc.reconstruct import Reconstruction, reconstruct
-from cadsflow.shape_qc.sampling import LabelMapError, check_label_map, foreground_centroid_mm, prepare, \
-    read_label_map
+from cadsflow.shape_qc.sampling import LabelMapError, boundary_voxels, check_label_map, prepare, read_label_map
 from cadsflow.shape_qc.train import volume_id_of
 
 SCORE_COLUMNS = ("volume_id", "structure", "hd90_mm", "status", "reason")
@@ -51,6 +50,10 @@ FAILED = "failed"
 STATUSES = (OK, MISSING_IN_PSEUDOLABEL, MISSING_IN_RECONSTRUCTION, ABSENT, FAILED)
 SCORED_STATUSES = (OK, MISSING_IN_PSEUDOLABEL, MISSING_IN_RECONSTRUCTION)  # rows that carry a finite hd90_mm
 WHOLE_VOLUME = "*"  # the structure name of a row about the whole volume
+# Cost of the local surface-distance search per surface voxel of both masks, worst case (far surfaces), in voxels of
+# the crop's distance transform (distance_method). Measured on the demo's group 551/555/559 pseudo-labels against
+# their reconstructions (2 CPU cores): see workflow_scripts/benchmarks/bench_shape_qc_speed.py.
+LOCAL_COST_PER_SURFACE_VOXEL = 7.0
 log = logging.getLogger(__name__)
 
 
@@ -88,7 +91,7 @@ def score_label_map(prior: ShapePrior, labels: np.ndarray, affine: np.ndarray, v
         labels = check_label_map(labels, affine, len(prior.meta.structures), name)
     except LabelMapError as exc:
         return [_volume_row(volume_id, FAILED, str(exc))], None
-    if foreground_centroid_mm(labels, np.asarray(affine, dtype=float)) is None:
+    if not labels.any():
         reason = f"{name}: empty pseudo-label (no voxel holds a label of group {prior.meta.group}): nothing to judge"
         return [_volume_row(volume_id, ABSENT, reason)], None
     vol = prepare(labels, affine, prior.meta.coord_scale_mm, name)
@@ -132,9 +135,26 @@ def structure_rows(volume_id: str, pseudo: np.ndarray, recon: np.ndarray, spacin
     return rows
 
 
-def structure_hd(a: np.ndarray, b: np.ndarray, spacing, percentile: float) -> float:
-    """Symmetric `percentile` Hausdorff distance (mm) between two non-empty masks on one grid."""
-    return robust_hausdorff(surface_distances(a, b, spacing), percentile)
+def structure_hd(a: np.ndarray, b: np.ndarray, spacing, percentile: float, method: str | None = None) -> float:
+    """Symmetric `percentile` Hausdorff distance (mm) between two non-empty masks on one grid.
+
+    `method` is one of cadsflow.evaluation.surfaces' exact methods (all give the same value); None picks the
+    cheaper one for these masks (distance_method).
+    """
+    return robust_hausdorff(surface_distances(a, b, spacing, method=method or distance_method(a, b)), percentile)
+
+
+def distance_method(a: np.ndarray, b: np.ndarray) -> str:
+    """The cheaper exact surface-distance method for two masks on one crop: "edt" or "local".
+
+    The local search costs up to ~LOCAL_COST_PER_SURFACE_VOXEL distance-transform voxels per surface voxel (when
+    the surfaces lie far apart every corner goes to the k-d tree), the distance transform a fixed cost per voxel
+    of the crop. Pseudo-labels of a poor model (speckle, far-off parts) have huge surfaces far from the
+    reconstruction: there the transform is many times faster; close surfaces of compact structures keep the local
+    search.
+    """
+    surface = len(boundary_voxels(a)) + len(boundary_voxels(b))
+    return "edt" if surface * LOCAL_COST_PER_SURFACE_VOXEL > a.size else "local"
 
 
 def volume_rng(seed: int, volume_id: str) -> np.random.Generator:
