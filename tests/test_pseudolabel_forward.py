@@ -1,0 +1,68 @@
+"""The pseudo-labels' one-tile forward pass (cadsflow.pseudolabel.infer.predict_logits) against nnU-Net's own
+predict_logits_from_preprocessed_data, with a small randomly initialised nnU-Net U-Net (no trained model needed)."""
+
+import pytest
+import torch
+from dynamic_network_architectures.architectures.unet import PlainConvUNet
+from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
+from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager, PlansManager
+
+import cadsflow.pseudolabel.infer as infer
+
+PATCH = [16, 12, 16]
+CLASSES = 5
+
+
+def small_predictor(use_gaussian=True) -> nnUNetPredictor:
+    """An nnUNetPredictor on the CPU around a three-stage U-Net with random weights (seeded), mirroring off as the
+    factory's load_predictor sets it."""
+    torch.manual_seed(0)
+    network = PlainConvUNet(1, 3, [4, 8, 16], torch.nn.Conv3d, 3, [1, 2, 2], 2, CLASSES, 2, conv_bias=True,
+                            norm_op=torch.nn.InstanceNorm3d, norm_op_kwargs={"eps": 1e-5, "affine": True},
+                            nonlin=torch.nn.LeakyReLU, nonlin_kwargs={"inplace": True})
+    for module in network.modules():  # give the norms' affine parameters non-default values
+        if isinstance(module, torch.nn.InstanceNorm3d):
+            torch.nn.init.normal_(module.weight, 1.0, 0.3)
+            torch.nn.init.normal_(module.bias, 0.0, 0.3)
+    network.eval()
+    predictor = nnUNetPredictor(tile_step_size=1.0, use_gaussian=use_gaussian, use_mirroring=False,
+                                perform_everything_on_device=False, device=torch.device("cpu"), allow_tqdm=False)
+    labels = {"background": 0, **{f"class{i}": i for i in range(1, CLASSES)}}
+    predictor.manual_initialization(network, PlansManager({"configurations": {}}),
+                                    ConfigurationManager({"patch_size": PATCH, "architecture": {}}),
+                                    [network.state_dict()], {"labels": labels}, "test", None)
+    return predictor
+
+
+def image(shape, seed=1) -> torch.Tensor:
+    return torch.randn((1, *shape), generator=torch.Generator().manual_seed(seed))
+
+
+@pytest.mark.parametrize("use_gaussian", [True, False])
+def test_one_tile_arithmetic_with_the_eager_network_equals_nnunets_bit_for_bit(monkeypatch, use_gaussian):
+    predictor = small_predictor(use_gaussian)
+    monkeypatch.setattr(infer, "_tile_network", lambda p, shape: p.network)
+    x = image((11, 9, 14))  # smaller than the patch on every axis: zero-padded to one tile
+    ours = infer.predict_logits(predictor, x)
+    theirs = predictor.predict_logits_from_preprocessed_data(x).cpu()
+    assert ours.dtype == theirs.dtype == torch.half and ours.shape == theirs.shape == (CLASSES, 11, 9, 14)
+    assert torch.equal(ours, theirs)
+
+
+def test_the_compiled_tile_network_gives_the_eager_networks_logits_up_to_float32_rounding_and_is_kept():
+    predictor = small_predictor()
+    compiled = infer._tile_network(predictor, (1, *PATCH))
+    x = image(PATCH)[None]
+    with torch.inference_mode():
+        ours, eager = compiled(x), predictor.network(x)
+    assert compiled is not predictor.network
+    assert ours.shape == eager.shape == (1, CLASSES, *PATCH)
+    assert torch.allclose(ours, eager, rtol=1e-4, atol=1e-5)
+    assert infer._tile_network(predictor, (1, *PATCH)) is compiled  # traced once per job, not per volume
+
+
+def test_an_image_larger_than_the_patch_goes_through_nnunets_sliding_window_unchanged():
+    predictor = small_predictor()
+    x = image((20, 12, 16))  # two tiles along the first axis
+    assert torch.equal(infer.predict_logits(predictor, x), predictor.predict_logits_from_preprocessed_data(x).cpu())
+    assert getattr(predictor, "_cads_tile_network", None) is None
