@@ -65,6 +65,8 @@ import json, sys
 from cadsflow.specialists.nnunet import PLOTTING_MODULES, defer_plotting_imports
 defer_plotting_imports()
 from nnunetv2.training.logging.nnunet_logger import LocalLogger
+import inspect
+inspect.getmodule(sys._getframe())  # walks sys.modules reading __file__, as torch's op registration does at import
 after_import = {name: type(sys.modules[name]).__name__ for name in PLOTTING_MODULES}
 logger = LocalLogger()
 for key, value in [("mean_fg_dice", 0.5), ("ema_fg_dice", 0.5), ("dice_per_class_or_region", [0.5]),

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.machinery
+import importlib.util
 import os
 import re
 import sys
@@ -102,16 +103,20 @@ def defer_plotting_imports() -> None:
 
     matplotlib.use("agg")
     for name in PLOTTING_MODULES:
-        if name not in sys.modules:
-            sys.modules[name] = _DeferredModule(name)
+        spec = None if name in sys.modules else importlib.util.find_spec(name)
+        if spec is not None:
+            sys.modules[name] = _DeferredModule(spec)
 
 
 class _DeferredModule(types.ModuleType):
     """A sys.modules entry that imports the real module on its first missing-attribute lookup."""
 
-    def __init__(self, name: str):
-        super().__init__(name)
-        self.__spec__ = importlib.machinery.ModuleSpec(name, None)  # `import name` sees an initialised module
+    def __init__(self, spec: importlib.machinery.ModuleSpec):
+        super().__init__(spec.name)
+        # `import name` reads __spec__, inspect.getmodule (run by torch's op registration at import) reads every
+        # module's __file__: both are the real module's, so neither loads it
+        self.__spec__ = spec
+        self.__file__ = spec.origin
 
     def __getattr__(self, attribute: str):
         name = self.__name__
