@@ -1,6 +1,8 @@
-"""The pseudo-labels' one-tile forward pass (cadsflow.pseudolabel.infer.predict_logits) against nnU-Net's own
-predict_logits_from_preprocessed_data, with a small randomly initialised nnU-Net U-Net (no trained model needed)."""
+"""The pseudo-labels' preprocessing and one-tile forward pass (cadsflow.pseudolabel.infer.preprocess and
+predict_logits) against nnU-Net's own run_case_npy and predict_logits_from_preprocessed_data, with constructed plans
+and a small randomly initialised nnU-Net U-Net (no trained model needed)."""
 
+import numpy as np
 import pytest
 import torch
 from dynamic_network_architectures.architectures.unet import PlainConvUNet
@@ -66,3 +68,40 @@ def test_an_image_larger_than_the_patch_goes_through_nnunets_sliding_window_unch
     x = image((20, 12, 16))  # two tiles along the first axis
     assert torch.equal(infer.predict_logits(predictor, x), predictor.predict_logits_from_preprocessed_data(x).cpu())
     assert getattr(predictor, "_cads_tile_network", None) is None
+
+
+def preprocessing_predictor(transpose_forward, data_kwargs) -> nnUNetPredictor:
+    """A predictor whose plans hold only what nnU-Net's DefaultPreprocessor reads: CT normalisation with given
+    foreground intensities, resampling to 4.5 mm with the given data resampling arguments."""
+    predictor = nnUNetPredictor(device=torch.device("cpu"), allow_tqdm=False)
+    predictor.plans_manager = PlansManager({
+        "configurations": {}, "transpose_forward": transpose_forward,
+        "transpose_backward": [int(i) for i in np.argsort(transpose_forward)],
+        "foreground_intensity_properties_per_channel": {
+            "0": {"mean": 40.0, "std": 200.0, "percentile_00_5": -900.0, "percentile_99_5": 1200.0}}})
+    predictor.configuration_manager = ConfigurationManager({
+        "preprocessor_name": "DefaultPreprocessor", "spacing": [4.5, 4.5, 4.5], "patch_size": PATCH,
+        "normalization_schemes": ["CTNormalization"], "use_mask_for_norm": [False], "architecture": {},
+        "resampling_fn_data": "resample_data_or_seg_to_shape", "resampling_fn_data_kwargs": data_kwargs,
+        "resampling_fn_seg": "resample_data_or_seg_to_shape",
+        "resampling_fn_seg_kwargs": {"is_seg": True, "order": 1, "order_z": 0, "force_separate_z": None}})
+    predictor.dataset_json = {"labels": {"background": 0, "a": 1}}
+    return predictor
+
+
+@pytest.mark.parametrize("transpose_forward, spacing", [([0, 1, 2], (1.5, 1.5, 1.5)), ([2, 0, 1], (5.0, 1.5, 1.2))])
+def test_preprocessing_equals_nnunets_run_case_npy(transpose_forward, spacing):
+    predictor = preprocessing_predictor(transpose_forward, {"is_seg": False, "order": 3, "order_z": 0,
+                                                            "force_separate_z": None})
+    rng = np.random.default_rng(4)
+    image = np.zeros((1, 20, 31, 27), dtype=np.float32)  # a zero border: cropped away by nnU-Net's nonzero box
+    image[0, 2:18, 3:29, 1:26] = rng.normal(0, 300, (16, 26, 25))
+    theirs, _, their_properties = predictor.configuration_manager.preprocessor_class(verbose=False).run_case_npy(
+        image.copy(), None, {"spacing": list(spacing)}, predictor.plans_manager, predictor.configuration_manager,
+        predictor.dataset_json)
+    ours, properties = infer.preprocess(predictor, image.copy(), spacing)
+    assert ours.dtype == theirs.dtype and ours.shape == theirs.shape
+    assert np.array_equal(ours, theirs)
+    assert properties == their_properties
+    box = [[2, 18], [3, 29], [1, 26]]  # the image's nonzero box, in the plans' transposed axis order
+    assert properties["bbox_used_for_cropping"] == [box[i] for i in transpose_forward]

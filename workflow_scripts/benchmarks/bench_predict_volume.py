@@ -2,11 +2,13 @@
 
 On a finished demo run (--root: its standardized volumes and its specialists' models), for each group every volume is
 predicted twice in the same process, by
-  old  the path before the speed-ups: nnU-Net's predict_logits_from_preprocessed_data (per-call weight reload, tile
-       worker thread, whole-tile accumulators) and the per-structure clean-up (each structure's mask over the whole
-       volume, labelled alone with scipy), as this file's `old_*` functions keep them;
-  new  cadsflow.pseudolabel.infer.predict_logits (the one-tile forward pass with nnU-Net's arithmetic) and
-       cadsflow.pseudolabel.postprocess.clean_components (one bounding-box pass, one multi-label labelling);
+  old  the path before the speed-ups: nnU-Net's run_case_npy and predict_logits_from_preprocessed_data (per-call
+       weight reload, tile worker thread, whole-tile accumulators) and the per-structure clean-up (each structure's
+       mask over the whole volume, labelled alone with scipy), as this file's `old_*` functions keep them;
+  new  cadsflow.pseudolabel.infer.preprocess (nnU-Net's steps without resampling the nonzero mask),
+       cadsflow.pseudolabel.infer.predict_logits (the one-tile forward pass with nnU-Net's arithmetic, the network
+       compiled for CPU inference) and cadsflow.pseudolabel.postprocess.clean_components (one bounding-box pass,
+       one multi-label labelling);
 with the settings the smoke preset's shard jobs use (tile step 1.0, labels resampled by nearest neighbour, one torch
 thread). Steps: read (gzip NIfTI), preprocess (nnU-Net's crop, normalisation, resampling to the plans' spacing),
 forward, argmax, resize (nearest + insert into the uncropped grid), cleanup, save (gzip NIfTI with the fingerprint).
@@ -112,7 +114,7 @@ def _predict_steps(predictor, image: Path, rules, new: bool, out: Path):
     from acvl_utils.cropping_and_padding.bounding_boxes import insert_crop_into_image
 
     from cadsflow.imageio import read_volume
-    from cadsflow.pseudolabel.infer import _save_label_map, nearest_resize, predict_logits
+    from cadsflow.pseudolabel.infer import _save_label_map, nearest_resize, predict_logits, preprocess
     from cadsflow.pseudolabel.postprocess import clean_components
 
     seconds = {}
@@ -128,9 +130,12 @@ def _predict_steps(predictor, image: Path, rules, new: bool, out: Path):
     lap("read")
     data = np.ascontiguousarray(np.asarray(volume.data, dtype=np.float32).transpose(2, 1, 0))[None]
     plans, configuration = predictor.plans_manager, predictor.configuration_manager
-    preprocessor = configuration.preprocessor_class(verbose=False)
-    model_input, _, properties = preprocessor.run_case_npy(data, None, {"spacing": [float(s) for s in volume.zooms[::-1]]},
-                                                           plans, configuration, predictor.dataset_json)
+    spacing = [float(s) for s in volume.zooms[::-1]]
+    if new:
+        model_input, properties = preprocess(predictor, data, spacing)
+    else:
+        model_input, _, properties = configuration.preprocessor_class(verbose=False).run_case_npy(
+            data, None, {"spacing": spacing}, plans, configuration, predictor.dataset_json)
     lap("preprocess")
     model_input = torch.from_numpy(model_input)
     logits = predict_logits(predictor, model_input) if new else old_predict_logits(predictor, model_input)
