@@ -51,12 +51,14 @@ class ShapeDecoder(nn.Module):
         """`latents` [B, L], `coords` [B, N, 3] -> logits [B, N, C]."""
         first = self.hidden[0]
         w_z, w_x = first.weight[:, : self.latent_dim], first.weight[:, self.latent_dim:]
-        features = torch.relu((latents @ w_z.T + first.bias)[:, None, :] + coords @ w_x.T)
+        # relu_ in place on fresh layer outputs: the same values, one activation-sized copy fewer per layer
+        # (autograd keeps what it needs: a linear layer's backward uses its input, not its output)
+        features = torch.relu_((latents @ w_z.T + first.bias)[:, None, :] + coords @ w_x.T)
         for k in range(1, len(self.hidden)):
             if k in self.coord_layers:
-                features = torch.relu(self.hidden[k](torch.cat([features, coords], dim=-1)))
+                features = torch.relu_(self.hidden[k](torch.cat([features, coords], dim=-1)))
             else:
-                features = features + torch.relu(self.hidden[k](features))
+                features = features + torch.relu_(self.hidden[k](features))
         if len(self.hidden) in self.coord_layers:
             features = torch.cat([features, coords], dim=-1)
         return self.output(features)
