@@ -248,7 +248,8 @@ def _model_dir(root: Path, group: int) -> Path:
 
 def _volumes(root: Path, limit: int) -> list[Path]:
     """Up to `limit` standardized images, taken in turn from each demo source (head, torso and whole-body sizes)."""
-    by_source = [sorted(batch.glob("*/image.nii.gz")) for batch in sorted((root / "results" / "standardized").glob("*"))]
+    batches = sorted((root / "results" / "standardized").glob("*"))
+    by_source = [sorted(batch.glob("*/image.nii.gz")) for batch in batches]
     chosen = []
     while len(chosen) < limit and any(by_source):
         for images in by_source:
