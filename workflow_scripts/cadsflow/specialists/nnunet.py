@@ -8,8 +8,8 @@ the folders its config names and no library function changes os.environ.
 from __future__ import annotations
 
 import importlib
-import importlib.machinery
 import importlib.util
+import types
 import os
 import re
 import sys
@@ -21,10 +21,6 @@ from cadsflow.paths import PROJECT_ROOT
 from cadsflow.specialists.presets import Preset
 
 TRAINERS_DIR = PROJECT_ROOT / "workflow_scripts" / "nnunet_trainers"  # handed to nnU-Net as nnUNet_extTrainer
-# imported at the top of nnU-Net's training logger (nnunetv2.training.logging.nnunet_logger) only to draw progress.png;
-# measured 1.6-3.3 s of a 10-20 s demo training job (python -X importtime, 2 cores), for a plot the smoke trainers
-# never draw. defer_plotting_imports makes them load on first use instead.
-PLOTTING_MODULES = ("seaborn", "matplotlib.pyplot")
 SCHEDULE_ENV = {  # read by workflow_scripts/nnunet_trainers/cads_trainers.py
     "epochs": "CADS_NNUNET_EPOCHS",
     "iterations_per_epoch": "CADS_NNUNET_ITERATIONS_PER_EPOCH",
@@ -88,45 +84,6 @@ def find_trainer_class(name: str, ext_trainer: str | None = None) -> type:
     from nnunetv2.utilities.find_objects import recursive_find_trainer_class_by_name
 
     return recursive_find_trainer_class_by_name(name)
-
-
-def defer_plotting_imports() -> None:
-    """Let seaborn and matplotlib.pyplot load when first used instead of when nnU-Net's logger is imported.
-
-    Call before nnU-Net's trainer module is imported. matplotlib's backend is set to agg here, as the logger sets it
-    (its own `matplotlib.use('agg')` is then a no-op that leaves pyplot alone); each module in PLOTTING_MODULES that
-    is not loaded yet is replaced by a stand-in module whose first attribute access imports the real one, puts it
-    in sys.modules and takes over its namespace. A trainer that plots (nnU-Net's stock on_epoch_end) draws the same
-    figure, a second later; the smoke trainers never plot, so their jobs never import either module.
-    """
-    import matplotlib
-
-    matplotlib.use("agg")
-    for name in PLOTTING_MODULES:
-        spec = None if name in sys.modules else importlib.util.find_spec(name)
-        if spec is not None:
-            sys.modules[name] = _DeferredModule(spec)
-
-
-class _DeferredModule(types.ModuleType):
-    """A sys.modules entry that imports the real module on its first missing-attribute lookup."""
-
-    def __init__(self, spec: importlib.machinery.ModuleSpec):
-        super().__init__(spec.name)
-        # `import name` reads __spec__, inspect.getmodule (run by torch's op registration at import) reads every
-        # module's __file__: both are the real module's, so neither loads it
-        self.__spec__ = spec
-        self.__file__ = spec.origin
-
-    def __getattr__(self, attribute: str):
-        name = self.__name__
-        if sys.modules.get(name) is self:
-            del sys.modules[name]
-            real = importlib.import_module(name)
-        else:  # already imported through another stand-in's import
-            real = sys.modules[name]
-        self.__dict__.update(real.__dict__)
-        return getattr(real, attribute)
 
 
 def _import_from(source: Path) -> types.ModuleType:

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from cadsflow.atomic import write_text
 from cadsflow.labels import GROUP_IDS
-from cadsflow.specialists.nnunet import NnunetDirs, defer_plotting_imports, find_trainer_class, nnunet_env
+from cadsflow.specialists.nnunet import NnunetDirs, find_trainer_class, nnunet_env
 from cadsflow.specialists.planning import PlanningError, check_nnunet_folders, plan_and_preprocess
 from cadsflow.specialists.presets import Preset
 
@@ -97,10 +97,9 @@ def run_nnunet_training(dataset_id: int, preset: Preset) -> None:
     checkpoint when there is one (a retried or requeued GPU job resumes a training that outlasts the scheduler's
     time limit), train, then run the trainer's final validation (which the Cads smoke trainers skip).
 
-    Two imports are cut, not the training: the plotting modules load on first use (defer_plotting_imports) and the
-    trainer class comes from nnUNet_extTrainer directly (find_trainer_class), not after nnU-Net's whole package.
+    The trainer class comes from nnUNet_extTrainer directly (find_trainer_class), not after importing nnU-Net's
+    whole trainer package (timm included): seconds of every demo training job.
     """
-    defer_plotting_imports()
     import torch
     from nnunetv2.run.run_training import maybe_load_checkpoint
 
