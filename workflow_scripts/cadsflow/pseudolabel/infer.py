@@ -183,7 +183,7 @@ def predict_shard(model_dir: str | Path, fold: str, volume_dirs, out_dir: str | 
                 report.model_loads += 1
             started = time.monotonic()
             _predict_volume(predictor, job, group, cleanup, label_resampling, image_transform)
-            log.info("volume %s: group %s predicted in %.1f s", volume_id, group, time.monotonic() - started)
+            log.info("volume %s: group %s predicted in %.2f s", volume_id, group, time.monotonic() - started)
             report.predicted += 1
             report.outcomes.append(VolumeOutcome(volume_id, OK, "predicted"))
         except ModelLoadError:
