@@ -2,8 +2,8 @@
 """Benchmark: seconds per scored volume of the shape-QC scoring (cadsflow.shape_qc.score), baseline code vs this
 checkout, on the pseudo-labels of a finished demo run, in one process; and how far the two paths' HD90 differ.
 
-Both paths score the same volumes with the same prior file, preset and seed (score_label_map: reconstruction,
-decoding on the grid, HD90 per structure). The baseline is the package as of git revision --baseline-rev
+Both paths score the same volumes (after one untimed warm-up volume each) with the same prior file, preset and
+seed (score_label_map: reconstruction, decoding on the grid, HD90 per structure). The baseline is the package as of git revision --baseline-rev
 (extracted with `git archive` into a temporary folder and imported first; its functions keep their own modules
 when the checkout's package is imported after it), so what is compared is the code, not settings. The preset
 is read by each path from its own config/shape_qc.yaml.
@@ -101,6 +101,9 @@ def _score_all(paths: dict, root: Path, group: str, volumes, args) -> dict:
     prior = paths["load_prior"](root / "results" / "shape_qc" / group / "prior.pt")
     preset = paths["preset"](args.preset)
     seconds, rows = [], {}
+    if volumes:  # warm-up, untimed: torch's first calls in a process are slow, and only one path would pay them
+        labels, affine = paths["read"](volumes[0][1], len(prior.meta.structures))
+        paths["score_label_map"](prior, labels, affine, volumes[0][0], preset, args.seed)
     for volume_id, path in volumes:
         labels, affine = paths["read"](path, len(prior.meta.structures))
         start = time.perf_counter()
