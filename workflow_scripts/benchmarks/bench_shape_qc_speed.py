@@ -3,10 +3,10 @@
 checkout, on the pseudo-labels of a finished demo run, in one process; and how far the two paths' HD90 differ.
 
 Both paths score the same volumes (after one untimed warm-up volume each) with the same prior file, preset and
-seed (score_label_map: reconstruction, decoding on the grid, HD90 per structure). The baseline is the package as of git revision --baseline-rev
-(extracted with `git archive` into a temporary folder and imported first; its functions keep their own modules
-when the checkout's package is imported after it), so what is compared is the code, not settings. The preset
-is read by each path from its own config/shape_qc.yaml.
+seed (score_label_map: reconstruction, decoding on the grid, HD90 per structure). The baseline is the package as of
+git revision --baseline-rev (extracted with `git archive` into a temporary folder and imported first; its
+functions keep their own modules when the checkout's package is imported after it), so what is compared is the
+code, not settings. The preset is read by each path from its own config/shape_qc.yaml.
 
 Printed: per group, median / max / total seconds per volume of each path and the speed-up; per group the largest
 |HD90 difference| (mm) over the rows both paths scored, and the rows whose status differs.
