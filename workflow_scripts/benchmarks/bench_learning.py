@@ -6,7 +6,8 @@ Every step is the factory's own: the gt stage's nnU-Net export of group 559 (run
 (`python -m cadsflow.specialists`), shard inference (`python -m cadsflow.pseudolabel`, the preset's export), and the
 inverse of standardization (cadsflow.standardize.restore_label) onto each volume's original grid, where the phantom
 generator's masks are the truth. Prints per structure: volumes with the structure, median truth volume (ml), mean
-Dice; then the mean Dice of the structures larger than --large-ml (default 50 ml) and the seconds of each step.
+Dice over all volumes, over the volumes the model trained on and over the others; then the mean Dice of the structures
+larger than --large-ml (default 50 ml) and the wall-clock and CPU seconds of each step.
 
     .venv/bin/python workflow_scripts/benchmarks/bench_learning.py [--results results] [--work /tmp/cads_learn] [--preset learn]
 """
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -35,6 +37,7 @@ from cadsflow.standardize import restore_label  # noqa: E402
 REPO = Path(__file__).resolve().parents[2]
 GROUP = 559
 DATASET = "Dataset559_BodyRegions"
+CPU_SECONDS: dict[str, float] = {}  # per step, filled by run()
 
 
 def main(argv=None) -> int:
@@ -72,34 +75,60 @@ def main(argv=None) -> int:
         "--threads", str(args.threads), "--tile-step-size", str(preset.tile_step_size),
         "--label-resampling", preset.label_resampling, "--log", str(args.work / "predict.log")],
         env_extra={"nnUNet_extTrainer": str(REPO / "workflow_scripts" / "nnunet_trainers")})
-    rows = score(args.results, out)
-    print(f"group {GROUP}, preset {args.preset}: trained on {len(list((raw / DATASET / 'labelsTr').iterdir()))} "
-          f"volumes, scored on {len(volumes)} demo volumes against the phantom truth on their original grids")
-    print(f"{'structure':<22}{'volumes':>8}{'median ml':>11}{'mean Dice':>11}")
-    large = []
-    for name, (ml, values) in sorted(rows.items(), key=lambda kv: -np.median(kv[1][0])):
-        mean = float(np.mean(values))
-        print(f"{name:<22}{len(values):>8}{np.median(ml):>11.1f}{mean:>11.3f}")
-        if np.median(ml) > args.large_ml:
-            large.append(mean)
-    print(f"structures over {args.large_ml:.0f} ml: {len(large)}, mean Dice {np.mean(large):.3f} "
-          f"(goal >= 0.85: {'met' if large and np.mean(large) >= 0.85 else 'NOT met'})")
-    print("seconds: " + ", ".join(f"{k} {v:.0f}" for k, v in seconds.items()) + f", total {sum(seconds.values()):.0f}")
+    trained_on = sorted(p.name.removesuffix(".nii.gz") for p in (raw / DATASET / "labelsTr").iterdir())
+    rows = score(args.results, out, set(trained_on))
+    print(f"group {GROUP}, preset {args.preset}: trained on {len(trained_on)} volumes ({', '.join(trained_on)}), "
+          f"scored on {len(volumes)} demo volumes against the phantom truth on their original grids")
+    print(f"target spacing {preset.target_spacing_mm} mm, schedule {preset.schedule}, network {preset.network}, "
+          f"tile step {preset.tile_step_size}, label resampling {preset.label_resampling}, threads {args.threads}")
+    print_table(rows, args.large_ml)
+    print("seconds: " + ", ".join(f"{k} {v:.0f}" for k, v in seconds.items()) + f", total {sum(seconds.values()):.0f}"
+          + "; CPU seconds: " + ", ".join(f"{k} {v:.0f}" for k, v in CPU_SECONDS.items())
+          + f", total {sum(CPU_SECONDS.values()):.0f}")
     return 0
 
 
 def run(cmd: list[str], env_extra: dict | None = None) -> float:
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO / "workflow_scripts"), os.environ.get("PYTHONPATH", "")]))
     env.update(env_extra or {})
-    started = time.monotonic()
+    started, cpu_before = time.monotonic(), _children_cpu()
     result = subprocess.run(cmd, env=env, capture_output=True, text=True)
     if result.returncode != 0:
         raise SystemExit(f"{' '.join(cmd[:4])} failed ({result.returncode}):\n{result.stderr[-3000:]}")
+    step = cmd[3] if cmd[2] == "cadsflow.specialists" else "predict"
+    CPU_SECONDS[step] = _children_cpu() - cpu_before
     return time.monotonic() - started
 
 
-def score(results: Path, predictions: Path) -> dict[str, tuple[list[float], list[float]]]:
-    """Per structure of group 559: (truth volumes in ml, Dice per volume where the truth has it)."""
+def _children_cpu() -> float:
+    """User + system CPU seconds of this process's finished children (on a shared machine: the work, not the wait)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def print_table(rows: dict[str, tuple[list, list, list]], large_ml: float) -> None:
+    """Per structure (largest first): volumes, median truth ml, mean Dice over all / training / other volumes; then
+    the mean Dice of the structures whose median truth volume exceeds `large_ml` against the 0.85 goal."""
+    print(f"{'structure':<22}{'volumes':>8}{'median ml':>11}{'mean Dice':>11}{'training':>10}{'others':>8}")
+    large = []
+    for name, (ml, values, trained) in sorted(rows.items(), key=lambda kv: -np.median(kv[1][0])):
+        mean = float(np.mean(values))
+        on_train = [v for v, t in zip(values, trained) if t]
+        others = [v for v, t in zip(values, trained) if not t]
+        print(f"{name:<22}{len(values):>8}{np.median(ml):>11.1f}{mean:>11.3f}{_mean(on_train):>10}{_mean(others):>8}")
+        if np.median(ml) > large_ml:
+            large.append(mean)
+    print(f"structures over {large_ml:.0f} ml: {len(large)}, mean Dice {np.mean(large):.3f} "
+          f"(goal >= 0.85: {'met' if large and np.mean(large) >= 0.85 else 'NOT met'})")
+
+
+def _mean(values: list[float]) -> str:
+    return f"{np.mean(values):.3f}" if values else "-"
+
+
+def score(results: Path, predictions: Path, trained_on: set[str]) -> dict[str, tuple[list, list, list]]:
+    """Per structure of group 559: (truth volumes in ml, Dice per volume where the truth has it, whether that volume
+    is one the model trained on)."""
     import json
 
     labels_of = load_label_space().group_label_map(GROUP)
@@ -113,9 +142,10 @@ def score(results: Path, predictions: Path) -> dict[str, tuple[list[float], list
             truth = masks.get(name)
             if truth is None or not truth.any():
                 continue
-            ml, values = rows.setdefault(name, ([], []))
+            ml, values, trained = rows.setdefault(name, ([], [], []))
             ml.append(float(truth.sum()) * voxel_ml)
             values.append(dice(labels == label_id, truth))
+            trained.append(volume_id in trained_on)
     return rows
 
 
