@@ -33,6 +33,7 @@ from cadsflow.flavors.datasets import (
 )
 from cadsflow.gt.nnunet_dataset import dataset_json
 from cadsflow.labels import load_label_space
+from cadsflow.specialists.train import read_marker
 
 GROUP = 559  # body regions: 10 structures, ignore = 11
 N = 10
@@ -270,7 +271,7 @@ def test_planned_flavor_dataset_carries_the_flavor_configuration_with_no_normali
     env["nnUNet_extTrainer"] = str(REPO / "workflow_scripts" / "nnunet_trainers")
     done = subprocess.run(cmd, env=env, capture_output=True, text=True)
     assert done.returncode == 0, (tmp_path / "train.log").read_text()[-3000:]
-    marker = json.loads((tmp_path / "559.done").read_text())
+    marker = read_marker(tmp_path / "559.done")  # paths stored relative to the marker, resolved
     assert (marker["trainer"], marker["configuration"], marker["fold"]) == (
         "nnUNetTrainerCadsFlavorSmoke", "3d_cads_flavor", "all")
     assert os.path.isfile(marker["checkpoint"])

@@ -8,13 +8,14 @@ by an earlier planning of the same dataset for this training's result.
 
 import json
 import os
+from pathlib import Path
 
 import pytest
 
 import cadsflow.specialists.train as train
 from cadsflow.specialists.nnunet import NnunetDirs, nnunet_env
 from cadsflow.specialists.presets import load_preset
-from cadsflow.specialists.train import CHECKPOINT_NAME, TrainingError, train_specialist
+from cadsflow.specialists.train import CHECKPOINT_NAME, TrainingError, read_marker, train_specialist
 
 
 @pytest.fixture
@@ -59,6 +60,26 @@ def test_a_checkpoint_written_by_the_training_gives_a_marker_naming_it(tmp_path,
                         lambda group, p: (fold_dir / CHECKPOINT_NAME).write_bytes(b"weights"))
     marker = tmp_path / "551.done"
     record = train_specialist(551, planned, preset, dirs, marker, tmp_path / "train.log")
-    assert json.loads(marker.read_text()) == record
+    assert read_marker(marker) == record
     assert record["checkpoint"] == str((fold_dir / CHECKPOINT_NAME).resolve())
     assert record["model_dir"] == str(fold_dir.parent.resolve()) and record["fold"] == preset.fold
+
+
+def test_a_marker_names_its_model_relative_to_itself_so_a_moved_run_still_finds_it(tmp_path, setup, monkeypatch):
+    dirs, preset, planned, fold_dir, calls = setup
+    monkeypatch.setattr(train, "run_nnunet_training",
+                        lambda group, p: (fold_dir / CHECKPOINT_NAME).write_bytes(b"weights"))
+    train_specialist(551, planned, preset, dirs, tmp_path / "551.done", tmp_path / "train.log")
+    on_disk = json.loads((tmp_path / "551.done").read_text())
+    assert not os.path.isabs(on_disk["model_dir"]) and not os.path.isabs(on_disk["checkpoint"])
+    moved = tmp_path.parent / (tmp_path.name + "_moved")
+    tmp_path.rename(moved)  # the whole run elsewhere: a copied scratch, an archive
+    record = read_marker(moved / "551.done")
+    assert record["checkpoint"] == str(moved / fold_dir.relative_to(tmp_path) / CHECKPOINT_NAME)
+    assert Path(record["checkpoint"]).read_bytes() == b"weights"
+
+
+def test_an_older_marker_with_absolute_paths_is_read_as_it_is(tmp_path):
+    marker = tmp_path / "551.done"
+    marker.write_text(json.dumps({"model_dir": "/data/models/Dataset551", "fold": "all"}))
+    assert read_marker(marker)["model_dir"] == "/data/models/Dataset551"

@@ -17,6 +17,7 @@ import yaml
 
 from cadsflow.labels import load_label_space
 from cadsflow.pseudolabel.infer import stored_fingerprint
+from cadsflow.specialists.train import read_marker
 from workflow_runner import REPO, snakemake, write_config
 
 pytestmark = pytest.mark.slow
@@ -196,7 +197,7 @@ def test_27_flavor_models_are_trained_with_the_flavor_trainer_on_the_flavor_conf
         found = sorted(m.stem for m in (demo / f"results/flavors/{flavor}/models").glob("*.done"))
         assert found == [str(g) for g in range(551, 560)], flavor
     for marker in markers:
-        record = json.loads(marker.read_text())
+        record = read_marker(marker)  # paths stored relative to the marker, resolved
         assert (record["trainer"], record["plans"], record["configuration"]) == (
             "nnUNetTrainerCadsFlavorSmoke", "nnUNetPlansCadsFlavorSmoke", "3d_cads_flavor"), marker
         assert Path(record["checkpoint"]).is_file() and Path(record["model_dir"]).is_dir()
@@ -423,7 +424,7 @@ def test_nine_final_models_are_trained_with_the_oversampling_trainer_on_their_as
     markers = sorted(demo.glob("results/final/models/*.done"))
     assert [m.stem for m in markers] == [str(g) for g in range(551, 560)]
     for marker in markers:
-        record = json.loads(marker.read_text())
+        record = read_marker(marker)
         assert (record["trainer"], record["fold"]) == ("nnUNetTrainerCadsOversamplingSmoke", "all"), marker
         assert Path(record["checkpoint"]).is_file()
         dataset = _final_dataset(demo, marker.stem)

@@ -25,7 +25,6 @@ Usage: python workflow_scripts/benchmarks/bench_predict_volume.py --root /path/t
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import sys
@@ -240,10 +239,10 @@ def old_clean_components(labels, rules, spacing=None):
 
 
 def _model_dir(root: Path, group: int) -> Path:
-    """The group's model folder inside the run (its marker's paths name the folder where the run was made)."""
-    marker = json.loads((root / "results" / "specialists" / "models" / f"{group}.done").read_text())
-    name = f"{marker['trainer']}__{marker['plans']}__{marker['configuration']}"
-    return root / "results" / "specialists" / "models" / marker["dataset"] / name
+    """The group's model folder, from its marker (paths relative to the marker: a copied run finds its models)."""
+    from cadsflow.specialists.train import read_marker
+
+    return Path(read_marker(root / "results" / "specialists" / "models" / f"{group}.done")["model_dir"])
 
 
 def _volumes(root: Path, limit: int) -> list[Path]:

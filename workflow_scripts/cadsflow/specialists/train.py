@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
 import re
 import sys
 import time
@@ -32,6 +33,10 @@ log = logging.getLogger(__name__)
 
 class TrainingError(RuntimeError):
     """An nnU-Net step failed or left no result; the message names the group, the step and where to look."""
+
+
+# paths a marker stores relative to its own folder (_relative_to_marker); read_marker returns them resolved
+MARKER_PATH_KEYS = frozenset({"model_dir", "checkpoint", "plans_file"})
 
 
 def plan_specialist(group: int, raw_dataset: str | Path, preset: Preset, dirs: NnunetDirs,
@@ -53,7 +58,7 @@ def plan_specialist(group: int, raw_dataset: str | Path, preset: Preset, dirs: N
             plans_file = steps(group, dataset_name)
     record = {"group": group, "dataset": dataset_name, "preset": preset.name, "plans": preset.plans,
               "plans_file": str(plans_file.resolve()), "seconds": round(timer.seconds, 1)}
-    write_text(marker, json.dumps(record, indent=2) + "\n")
+    _write_marker(marker, record)
     return record
 
 
@@ -87,7 +92,7 @@ def train_specialist(group: int, planned: str | Path, preset: Preset, dirs: Nnun
         "checkpoint": str(checkpoint.resolve()),
         "seconds": round(timer.seconds, 1),
     }
-    write_text(marker, json.dumps(record, indent=2) + "\n")
+    _write_marker(marker, record)
     log.info("group %s: specialist %s trained in %.0f s", group, model_dir, timer.seconds)
     return record
 
@@ -135,7 +140,19 @@ def read_marker(marker: str | Path, keys=("model_dir", "fold")) -> dict:
     missing = [k for k in keys if not isinstance(record, dict) or k not in record]
     if missing:
         raise TrainingError(f"{marker}: not a marker written by cadsflow.specialists.train (missing {missing})")
+    folder = marker.resolve().parent
+    for key in MARKER_PATH_KEYS.intersection(record):
+        record[key] = os.path.normpath(folder / record[key])  # an absolute path (older markers) stays as it is
     return record
+
+
+def _write_marker(marker: str | Path, record: dict) -> None:
+    """The record as JSON, its paths relative to the marker's folder: a run's results/ copied or moved elsewhere
+    (another scratch, an archive, a test's tmp folder) keeps finding its models and plans (read_marker resolves
+    them back)."""
+    folder = Path(marker).resolve().parent
+    on_disk = {k: os.path.relpath(v, folder) if k in MARKER_PATH_KEYS else v for k, v in record.items()}
+    write_text(marker, json.dumps(on_disk, indent=2) + "\n")
 
 
 def _check_dataset(group: int, raw_dataset: Path, dirs: NnunetDirs) -> str:
