@@ -75,7 +75,7 @@ def main(argv=None) -> int:
         "--threads", str(args.threads), "--tile-step-size", str(preset.tile_step_size),
         "--label-resampling", preset.label_resampling, "--log", str(args.work / "predict.log")],
         env_extra={"nnUNet_extTrainer": str(REPO / "workflow_scripts" / "nnunet_trainers")})
-    trained_on = sorted(p.name.removesuffix(".nii.gz") for p in (raw / DATASET / "labelsTr").iterdir())
+    trained_on = sorted(p.name.removesuffix(".nii.gz") for p in (raw / DATASET / "labelsTr").glob("*.nii.gz"))
     rows = score(args.results, out, set(trained_on))
     print(f"group {GROUP}, preset {args.preset}: trained on {len(trained_on)} volumes ({', '.join(trained_on)}), "
           f"scored on {len(volumes)} demo volumes against the phantom truth on their original grids")
