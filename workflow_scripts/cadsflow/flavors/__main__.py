@@ -30,7 +30,8 @@ def main(argv=None) -> int:
     dataset.add_argument("--images", nargs="+", required=True, help="scaled-image batch folders (with index.tsv)")
     dataset.add_argument("--specialist-dataset", help="GT: the specialist's raw dataset folder")
     dataset.add_argument("--pseudo-reports", nargs="*", default=[], help="Pseudo, Shape: the group's shard reports")
-    dataset.add_argument("--pseudo-dir", help="Pseudo, Shape: the group's pseudo-label folder")
+    dataset.add_argument("--pseudo-dir", help="Pseudo, Shape: a folder of pseudo-label maps to read instead of the "
+                         "folder beside each shard report")
     dataset.add_argument("--gt-root", help="Pseudo, Shape: results/gt; given, ground truth overrides pseudo-labels")
     dataset.add_argument("--excluded", help="Shape: shape QC's excluded.tsv of the group")
     dataset.add_argument("--held-out-split", default="test", help="split never trained on (validation volumes)")
