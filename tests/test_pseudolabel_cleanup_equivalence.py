@@ -1,60 +1,16 @@
 """The one-pass connected-component clean-up (clean_components: one bounding-box pass, one multi-label labelling)
-gives exactly the label maps of the per-structure version it replaced, kept here as the reference: each structure
-labelled alone with scipy over the whole volume, hole filling and hull on the whole volume."""
-
-import math
+gives exactly the label maps of the per-structure version it replaced, kept as the reference
+(postprocess.clean_components_per_structure): each structure labelled alone with scipy over the whole volume, hole
+filling and hull on the whole volume."""
 
 import numpy as np
 import pytest
-from scipy import ndimage
 
 from cadsflow.pseudolabel.postprocess import (
-    ANTERIOR_AXIS,
-    AUTHORS_VOXEL_MM,
-    CONNECTIVITY,
-    RIGHT_AXIS,
-    SUPERIOR_AXIS,
     CleanupRules,
     clean_components,
+    clean_components_per_structure,
 )
-
-
-def reference_clean_components(labels, rules, spacing=None):
-    """The per-structure clean-up as it was before the one-pass version (same steps, whole-volume passes)."""
-    out = labels.copy()
-    scale = 1.0 if spacing is None else AUTHORS_VOXEL_MM**3 / float(np.prod(np.asarray(spacing, dtype=float)))
-    structure = ndimage.generate_binary_structure(3, CONNECTIVITY[rules.connectivity])
-    for label_id in rules.labels():
-        if not np.any(out == label_id):
-            continue
-        if label_id in rules.fill_holes:
-            for axis in (None, SUPERIOR_AXIS, RIGHT_AXIS, ANTERIOR_AXIS, None):
-                mask = out == label_id
-                if axis is None:
-                    filled = ndimage.binary_fill_holes(mask)
-                else:
-                    moved = np.moveaxis(mask, axis, 0)
-                    filled = np.moveaxis(np.stack([ndimage.binary_fill_holes(s) for s in moved]), 0, axis)
-                out[filled & ~mask] = label_id
-        minimum = math.ceil(rules.min_voxels.get(label_id, 0) * scale)
-        keep = rules.keep_largest.get(label_id)
-        if keep is not None or minimum > 0:
-            mask = out == label_id
-            components, n = ndimage.label(mask, structure=structure)
-            sizes = np.bincount(components.ravel(), minlength=n + 1)[1:]
-            order = np.argsort(-sizes, kind="stable")
-            rank = np.empty(n, dtype=int)
-            rank[order] = np.arange(n)
-            kept = (sizes >= minimum) & (rank < (keep if keep is not None else n))
-            out[mask & ~np.concatenate([[False], kept])[components]] = 0
-        if rules.convex_hull.get(label_id):
-            from skimage.morphology import convex_hull_image
-
-            eroded = ndimage.binary_erosion(out == label_id, ndimage.generate_binary_structure(3, 3),
-                                            iterations=rules.convex_hull[label_id])
-            for z in np.flatnonzero(eroded.any(axis=(0, 1))):
-                out[:, :, z][convex_hull_image(eroded[:, :, z])] = label_id
-    return out
 
 
 def noisy_label_map(seed, shape=(40, 36, 44), n_labels=6):
@@ -89,7 +45,7 @@ RULE_SETS = {
 @pytest.mark.parametrize("seed", range(4))
 def test_one_pass_cleanup_equals_the_per_structure_cleanup(name, seed):
     labels = noisy_label_map(seed)
-    expected = reference_clean_components(labels, RULE_SETS[name])
+    expected = clean_components_per_structure(labels, RULE_SETS[name])
     out = clean_components(labels, RULE_SETS[name])
     assert not np.array_equal(expected, labels)  # the rules did change the map: the comparison means something
     assert np.array_equal(out, expected)
@@ -99,7 +55,7 @@ def test_one_pass_cleanup_with_rescaled_minimum_equals_the_per_structure_cleanup
     labels = noisy_label_map(7)
     rules = RULE_SETS["min_voxels"]
     assert np.array_equal(clean_components(labels, rules, spacing=(0.75, 0.75, 1.0)),
-                          reference_clean_components(labels, rules, spacing=(0.75, 0.75, 1.0)))
+                          clean_components_per_structure(labels, rules, spacing=(0.75, 0.75, 1.0)))
 
 
 def test_equal_sized_components_at_the_keep_cut_keep_scipys_first_in_raster_order():
@@ -108,7 +64,7 @@ def test_equal_sized_components_at_the_keep_cut_keep_scipys_first_in_raster_orde
     labels[1:3, 1:3, 1:3] = 3  # 8 voxels, first in raster order
     labels[5, 5, 5] = 3  # 1 voxel
     out = clean_components(labels, CleanupRules(keep_largest={3: 1}))
-    assert np.array_equal(out, reference_clean_components(labels, CleanupRules(keep_largest={3: 1})))
+    assert np.array_equal(out, clean_components_per_structure(labels, CleanupRules(keep_largest={3: 1})))
     assert (out[1:3, 1:3, 1:3] == 3).all() and not out[8:10, 8:10, 8:10].any() and out[5, 5, 5] == 0
 
 
@@ -119,7 +75,7 @@ def test_a_label_emptied_by_an_earlier_labels_hole_filling_is_left_alone():
     rules = CleanupRules(keep_largest={2: 1}, fill_holes=frozenset({1}))
     out = clean_components(labels, rules)
     assert (out[2:9, 2:9, 2:9] == 1).all() and int((out == 2).sum()) == 0
-    assert np.array_equal(out, reference_clean_components(labels, rules))
+    assert np.array_equal(out, clean_components_per_structure(labels, rules))
 
 
 def test_no_rules_and_empty_maps_come_back_unchanged():

@@ -66,7 +66,7 @@ def main() -> int:
 
 def _bench_group(root: Path, group: int, volumes: list[Path], tmp: Path, np) -> None:
     from cadsflow.pseudolabel.infer import _tile_network, load_predictor
-    from cadsflow.pseudolabel.postprocess import load_cleanup_rules
+    from cadsflow.pseudolabel.postprocess import clean_components_per_structure, load_cleanup_rules
 
     predictor = load_predictor(_model_dir(root, group), "all", "cpu", tile_step_size=SMOKE_TILE_STEP)
     rules = load_cleanup_rules(group)
@@ -87,7 +87,7 @@ def _bench_group(root: Path, group: int, volumes: list[Path], tmp: Path, np) -> 
             totals[path].append(sum(seconds.values()))
         same.append(float(np.mean(maps["old"] == maps["new"])))
         raw_same.append(float(np.mean(raw["old"] == raw["new"])))
-        cleanup_same.append(float(np.mean(old_clean_components(raw["new"], rules) == maps["new"])))
+        cleanup_same.append(float(np.mean(clean_components_per_structure(raw["new"], rules) == maps["new"])))
         eager_same.append(_eager_arithmetic_agreement(predictor, image, np))
         dices.append(_mean_dice(maps["old"], maps["new"], np))
     plans = predictor.configuration_manager
@@ -114,7 +114,7 @@ def _predict_steps(predictor, image: Path, rules, new: bool, out: Path):
 
     from cadsflow.imageio import read_volume
     from cadsflow.pseudolabel.infer import _save_label_map, nearest_resize, predict_logits, preprocess
-    from cadsflow.pseudolabel.postprocess import clean_components
+    from cadsflow.pseudolabel.postprocess import clean_components, clean_components_per_structure
 
     seconds = {}
     clock = time.perf_counter()
@@ -147,7 +147,7 @@ def _predict_steps(predictor, image: Path, rules, new: bool, out: Path):
     labels = np.ascontiguousarray(np.asarray(full).transpose(plans.transpose_backward).transpose(2, 1, 0))
     lap("resize")
     raw = labels
-    labels = clean_components(labels, rules) if new else old_clean_components(labels, rules)
+    labels = clean_components(labels, rules) if new else clean_components_per_structure(labels, rules)
     lap("cleanup")
     _save_label_map(labels, volume.affine, out, "0" * 64)
     lap("save")
@@ -183,59 +183,6 @@ def _eager_arithmetic_agreement(predictor, image: Path, np) -> float:
 def old_predict_logits(predictor, model_input):
     """The forward pass before: nnU-Net's own entry point."""
     return predictor.predict_logits_from_preprocessed_data(model_input).cpu()
-
-
-def old_clean_components(labels, rules, spacing=None):
-    """The clean-up before (cadsflow.pseudolabel.postprocess at commit d606be9): structure by structure, whole-volume
-    masks, each structure labelled alone with scipy."""
-    import numpy as np
-    from scipy import ndimage
-
-    from cadsflow.pseudolabel.postprocess import (
-        ANTERIOR_AXIS,
-        AUTHORS_VOXEL_MM,
-        CONNECTIVITY,
-        RIGHT_AXIS,
-        SUPERIOR_AXIS,
-    )
-
-    out = labels.copy()
-    scale = 1.0 if spacing is None else AUTHORS_VOXEL_MM**3 / float(np.prod(np.asarray(spacing, dtype=float)))
-    structure = ndimage.generate_binary_structure(3, CONNECTIVITY[rules.connectivity])
-    for label_id in rules.labels():
-        if not np.any(out == label_id):
-            continue
-        if label_id in rules.fill_holes:
-            for axis in (None, SUPERIOR_AXIS, RIGHT_AXIS, ANTERIOR_AXIS, None):
-                mask = out == label_id
-                if axis is None:
-                    filled = ndimage.binary_fill_holes(mask)
-                else:
-                    moved = np.moveaxis(mask, axis, 0)
-                    filled = np.moveaxis(np.stack([ndimage.binary_fill_holes(s) for s in moved]), 0, axis)
-                out[filled & ~mask] = label_id
-        minimum = math.ceil(rules.min_voxels.get(label_id, 0) * scale)
-        keep = rules.keep_largest.get(label_id)
-        if keep is not None or minimum > 0:
-            box = ndimage.find_objects((out == label_id).astype(np.uint8))[0]
-            mask = out[box] == label_id
-            components, n = ndimage.label(mask, structure=structure)
-            sizes = np.bincount(components.ravel(), minlength=n + 1)[1:]
-            order = np.argsort(-sizes, kind="stable")
-            rank = np.empty(n, dtype=int)
-            rank[order] = np.arange(n)
-            kept = (sizes >= minimum) & (rank < (keep if keep is not None else n))
-            if not kept.all():
-                out = out.copy()
-                out[box][mask & ~np.concatenate([[False], kept])[components]] = 0
-        if rules.convex_hull.get(label_id):
-            from skimage.morphology import convex_hull_image
-
-            eroded = ndimage.binary_erosion(out == label_id, ndimage.generate_binary_structure(3, 3),
-                                            iterations=rules.convex_hull[label_id])
-            for z in np.flatnonzero(eroded.any(axis=(0, 1))):
-                out[:, :, z][convex_hull_image(eroded[:, :, z])] = label_id
-    return out
 
 
 def _model_dir(root: Path, group: int) -> Path:

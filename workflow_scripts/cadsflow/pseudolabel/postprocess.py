@@ -344,3 +344,43 @@ def _convex_hull(out: np.ndarray, label_id: int, erode: int, box) -> bool:
             view[:, :, z][hull] = label_id
             changed = True
     return changed
+
+
+def clean_components_per_structure(labels: np.ndarray, rules: CleanupRules, spacing=None) -> np.ndarray:
+    """The clean-up structure by structure on whole-volume masks, each structure labelled alone with scipy: the
+    specification clean_components (one pass) must equal exactly (tests/test_pseudolabel_cleanup_equivalence.py)
+    and the baseline of workflow_scripts/benchmarks/bench_predict_volume.py. Slow; not used by the factory."""
+    out = labels.copy()
+    scale = 1.0 if spacing is None else AUTHORS_VOXEL_MM**3 / float(np.prod(np.asarray(spacing, dtype=float)))
+    structure = ndimage.generate_binary_structure(3, CONNECTIVITY[rules.connectivity])
+    for label_id in rules.labels():
+        if not np.any(out == label_id):
+            continue
+        if label_id in rules.fill_holes:
+            for axis in (None, SUPERIOR_AXIS, RIGHT_AXIS, ANTERIOR_AXIS, None):
+                mask = out == label_id
+                if axis is None:
+                    filled = ndimage.binary_fill_holes(mask)
+                else:
+                    moved = np.moveaxis(mask, axis, 0)
+                    filled = np.moveaxis(np.stack([ndimage.binary_fill_holes(s) for s in moved]), 0, axis)
+                out[filled & ~mask] = label_id
+        minimum = math.ceil(rules.min_voxels.get(label_id, 0) * scale)
+        keep = rules.keep_largest.get(label_id)
+        if keep is not None or minimum > 0:
+            mask = out == label_id
+            components, n = ndimage.label(mask, structure=structure)
+            sizes = np.bincount(components.ravel(), minlength=n + 1)[1:]
+            order = np.argsort(-sizes, kind="stable")
+            rank = np.empty(n, dtype=int)
+            rank[order] = np.arange(n)
+            kept = (sizes >= minimum) & (rank < (keep if keep is not None else n))
+            out[mask & ~np.concatenate([[False], kept])[components]] = 0
+        if rules.convex_hull.get(label_id):
+            from skimage.morphology import convex_hull_image
+
+            eroded = ndimage.binary_erosion(out == label_id, ndimage.generate_binary_structure(3, 3),
+                                            iterations=rules.convex_hull[label_id])
+            for z in np.flatnonzero(eroded.any(axis=(0, 1))):
+                out[:, :, z][convex_hull_image(eroded[:, :, z])] = label_id
+    return out
