@@ -20,25 +20,9 @@ DEMO_BATCHES = ("demo_hanseg.0000", "demo_kits.0000", "demo_newhead.0000", "demo
                 "demo_totalseg.0000", "demo_unlabelled.0000")
 
 
-def dry_run_jobs(stdout: str) -> dict[str, list[dict]]:
-    """rule name -> its jobs as {"input": [...], "output": [...], "shell": str}, from `snakemake -n -p` output."""
-    jobs: dict[str, list[dict]] = {}
-    current = None
-    for line in stdout.splitlines():
-        if line.startswith("rule "):
-            current = {"input": [], "output": [], "shell": ""}
-            jobs.setdefault(line[5:].rstrip(":"), []).append(current)
-        elif current is not None and line.strip().startswith(("input:", "output:")):
-            key, _, value = line.strip().partition(": ")
-            current[key] = value.split(", ")
-        elif current is not None and "python -m cadsflow" in line:
-            current["shell"] = line.strip()
-    return jobs
-
-
 @pytest.fixture(scope="module")
 def jobs(tmp_path_factory):
-    from workflow_runner import snakemake, write_config
+    from workflow_runner import dry_run_jobs, snakemake, write_config
 
     root = tmp_path_factory.mktemp("folders_dag")
     targets = ["results/final/predictions/557.tsv", "results/final/predictions/558.tsv",

@@ -120,30 +120,15 @@ def test_a_brain_map_in_two_553_shard_folders_fails_the_job_naming_both(tmp_path
                       557, brain_dir=[shard0, shard1])
 
 
-def _dry_run_jobs(stdout):
-    """rule name -> list of {"input": [...], "output": [...], "shell": str} from `snakemake -n -p` output."""
-    jobs, current = {}, None
-    for line in stdout.splitlines():
-        if line.startswith("rule "):
-            current = {"input": [], "output": [], "shell": ""}
-            jobs.setdefault(line[5:].rstrip(":"), []).append(current)
-        elif current is not None and line.strip().startswith(("input:", "output:")):
-            key, _, value = line.strip().partition(": ")
-            current[key] = value.split(", ")
-        elif current is not None and "python -m cadsflow" in line:
-            current["shell"] = line.strip()
-    return jobs
-
-
 @pytest.mark.slow
 def test_the_dag_declares_each_shard_folder_and_hands_it_to_head_gating_shape_qc_and_flavor_datasets(tmp_path):
-    from workflow_runner import snakemake, write_config
+    from workflow_runner import dry_run_jobs, snakemake, write_config
 
     config = write_config(tmp_path)
     targets = ["results/pseudolabels/status.tsv", "results/shape_qc/558/excluded.tsv",
                "results/shape_qc/558/gallery.png", "results/flavors/Pseudo/nnUNet_raw/Dataset558_HeadNeck/dataset.json"]
     proc = snakemake(tmp_path, *targets, "-n", "-p", config=config)
-    jobs = _dry_run_jobs(proc.stdout)
+    jobs = dry_run_jobs(proc.stdout)
     shards = jobs["pseudolabel_shard"]
     assert len(shards) == 27  # 9 groups x 3 demo shards
     for job in shards:

@@ -42,3 +42,19 @@ def snakemake(workdir: Path, *args: str, config: Path | None = None, timeout: in
     if check and proc.returncode != 0:
         raise AssertionError(f"snakemake {' '.join(args)} failed ({proc.returncode}):\n{proc.stderr[-6000:]}")
     return proc
+
+
+def dry_run_jobs(stdout: str) -> dict[str, list[dict]]:
+    """rule name -> its jobs as {"input": [...], "output": [...], "shell": str}, from `snakemake -n -p` output."""
+    jobs: dict[str, list[dict]] = {}
+    current = None
+    for line in stdout.splitlines():
+        if line.startswith("rule "):
+            current = {"input": [], "output": [], "shell": ""}
+            jobs.setdefault(line[5:].rstrip(":"), []).append(current)
+        elif current is not None and line.strip().startswith(("input:", "output:")):
+            key, _, value = line.strip().partition(": ")
+            current[key] = value.split(", ")
+        elif current is not None and "python -m cadsflow" in line:
+            current["shell"] = line.strip()
+    return jobs
