@@ -14,7 +14,7 @@ import yaml
 from cadsflow.shape_qc.__main__ import _globbed_image, main
 from cadsflow.shape_qc.exclude import EXCLUSION_COLUMNS
 from cadsflow.shape_qc.presets import load_preset
-from cadsflow.shape_qc.score import FAILED, SCORE_COLUMNS, WHOLE_VOLUME
+from cadsflow.shape_qc.score_table import FAILED, SCORE_COLUMNS, WHOLE_VOLUME
 
 AFFINE = np.diag([2.0, 2.0, 2.0, 1.0])
 N_551 = 17  # structures of group 551 (config/structures.tsv): label ids 1..17

@@ -16,7 +16,7 @@ from cadsflow.shape_qc.exclude import (
     image_scores,
     write_exclusions,
 )
-from cadsflow.shape_qc.score import ABSENT, FAILED, MISSING_IN_PSEUDOLABEL, OK, SCORE_COLUMNS, WHOLE_VOLUME
+from cadsflow.shape_qc.score_table import ABSENT, FAILED, MISSING_IN_PSEUDOLABEL, OK, SCORE_COLUMNS, WHOLE_VOLUME
 
 
 def _table(hd: dict[str, dict[str, float]], status=None, extra_rows=()) -> pd.DataFrame:

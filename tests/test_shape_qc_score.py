@@ -11,7 +11,8 @@ import pytest
 
 from cadsflow.shape_qc.model import PriorMeta, ShapePrior, build_decoder
 from cadsflow.shape_qc.presets import load_preset
-from cadsflow.shape_qc.score import (
+from cadsflow.shape_qc.score import distance_method, score_file, score_files, structure_hd, structure_rows
+from cadsflow.shape_qc.score_table import (
     ABSENT,
     FAILED,
     MISSING_IN_PSEUDOLABEL,
@@ -19,12 +20,7 @@ from cadsflow.shape_qc.score import (
     OK,
     SCORE_COLUMNS,
     WHOLE_VOLUME,
-    distance_method,
     read_scores,
-    score_file,
-    score_files,
-    structure_hd,
-    structure_rows,
 )
 
 PRESET = load_preset("demo")

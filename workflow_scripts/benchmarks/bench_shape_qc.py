@@ -46,7 +46,8 @@ from cadsflow.phantom import make_grid, make_phantom  # noqa: E402
 from cadsflow.shape_qc.exclude import COMBINE_METHODS, image_scores  # noqa: E402
 from cadsflow.shape_qc.presets import load_preset  # noqa: E402
 from cadsflow.shape_qc.sampling import foreground_centroid_mm  # noqa: E402
-from cadsflow.shape_qc.score import SCORE_COLUMNS, score_label_map  # noqa: E402
+from cadsflow.shape_qc.score import score_label_map  # noqa: E402
+from cadsflow.shape_qc.score_table import SCORE_COLUMNS  # noqa: E402
 from cadsflow.shape_qc.train import group_structures, train_prior  # noqa: E402
 
 TRAIN_SEED0, TEST_SEED0 = 1000, 5000  # generator seeds of training and scored subjects never overlap

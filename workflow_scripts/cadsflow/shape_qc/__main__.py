@@ -164,7 +164,7 @@ def _gallery(args) -> int:
     from cadsflow.shape_qc.exclude import SCORED, image_scores
     from cadsflow.shape_qc.gallery import GalleryVolume, write_gallery
     from cadsflow.shape_qc.model import load_prior
-    from cadsflow.shape_qc.score import read_scores
+    from cadsflow.shape_qc.score_table import read_scores
     from cadsflow.shape_qc.train import volume_id_of
 
     preset = _preset(args)

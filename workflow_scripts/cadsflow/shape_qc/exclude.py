@@ -37,7 +37,7 @@ import numpy as np
 import pandas as pd
 
 from cadsflow.atomic import atomic_path
-from cadsflow.shape_qc.score import ABSENT, FAILED, SCORED_STATUSES, WHOLE_VOLUME, read_scores, write_scores
+from cadsflow.shape_qc.score_table import ABSENT, FAILED, SCORED_STATUSES, WHOLE_VOLUME, read_scores, write_scores
 
 EXCLUSION_COLUMNS = ("volume_id", "image_score", "rank", "reason")
 IMAGE_COLUMNS = ("volume_id", "image_score", "rank", "state", "worst_structure", "worst_hd90_mm", "worst_status",

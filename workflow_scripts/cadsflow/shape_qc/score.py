@@ -6,7 +6,7 @@ Hausdorff distance for its sensitivity to outliers, at the 90th percentile so th
 count. Distances are the evaluation engine's (cadsflow.evaluation.surfaces: surface elements at voxel corners,
 area-weighted percentile, the larger of both directions), on the crop around both masks.
 
-One row per structure of the group (columns SCORE_COLUMNS), with a status:
+One row per structure of the group (columns SCORE_COLUMNS, cadsflow.shape_qc.score_table), with a status:
 - ok: both sides hold the structure; hd90_mm is the distance;
 - missing_in_pseudolabel / missing_in_reconstruction: one side holds fewer than ``min_structure_voxels`` voxels
   of it. hd90_mm is then the diagonal of the image's bounding box (mm), the paper's penalty for a missed
@@ -32,24 +32,24 @@ import numpy as np
 import pandas as pd
 from scipy import ndimage
 
-from cadsflow.atomic import atomic_path
 from cadsflow.evaluation.metrics import bounding_box_diagonal_mm
 from cadsflow.evaluation.surfaces import robust_hausdorff, surface_distances
 from cadsflow.shape_qc.model import ShapePrior
 from cadsflow.shape_qc.presets import ShapeQcPreset
 from cadsflow.shape_qc.reconstruct import Reconstruction, reconstruct
+from cadsflow.shape_qc.score_table import (
+    ABSENT,
+    FAILED,
+    MISSING_IN_PSEUDOLABEL,
+    MISSING_IN_RECONSTRUCTION,
+    OK,
+    SCORE_COLUMNS,
+    WHOLE_VOLUME,
+    write_scores,
+)
 from cadsflow.shape_qc.sampling import LabelMapError, boundary_voxels, check_label_map, prepare, read_label_map
 from cadsflow.shape_qc.train import volume_id_of
 
-SCORE_COLUMNS = ("volume_id", "structure", "hd90_mm", "status", "reason")
-OK = "ok"
-MISSING_IN_PSEUDOLABEL = "missing_in_pseudolabel"
-MISSING_IN_RECONSTRUCTION = "missing_in_reconstruction"
-ABSENT = "absent"
-FAILED = "failed"
-STATUSES = (OK, MISSING_IN_PSEUDOLABEL, MISSING_IN_RECONSTRUCTION, ABSENT, FAILED)
-SCORED_STATUSES = (OK, MISSING_IN_PSEUDOLABEL, MISSING_IN_RECONSTRUCTION)  # rows that carry a finite hd90_mm
-WHOLE_VOLUME = "*"  # the structure name of a row about the whole volume
 # Cost of the local surface-distance search per surface voxel of both masks, worst case (far surfaces), in voxels of
 # the crop's distance transform (distance_method). Measured on the demo's 551/555/559 pseudo-labels against their
 # reconstructions (HD90 60-260 mm, 1 thread): the two methods cost the same at ~7 crop voxels per surface voxel
@@ -161,25 +161,6 @@ def distance_method(a: np.ndarray, b: np.ndarray) -> str:
 def volume_rng(seed: int, volume_id: str) -> np.random.Generator:
     """A volume's own random stream: the same for a volume whatever shard or order it is scored in."""
     return np.random.default_rng([int(seed), zlib.crc32(volume_id.encode())])
-
-
-def write_scores(table: pd.DataFrame, out: str | Path) -> None:
-    with atomic_path(out) as tmp:
-        table.to_csv(tmp, sep="\t", index=False, float_format="%.4f", na_rep="")
-
-
-def read_scores(paths: Sequence[str | Path]) -> pd.DataFrame:
-    """Concatenate score tables (one per shard); ValueError naming a file without the expected columns."""
-    tables = []
-    for path in paths:
-        table = pd.read_csv(path, sep="\t", dtype={"volume_id": str, "structure": str, "status": str,
-                                                   "reason": str}, keep_default_na=False, na_values={"hd90_mm": [""]})
-        if list(table.columns) != list(SCORE_COLUMNS):
-            raise ValueError(f"{path}: expected columns {list(SCORE_COLUMNS)}, got {list(table.columns)}")
-        tables.append(table)
-    if not tables:
-        return pd.DataFrame(columns=list(SCORE_COLUMNS))
-    return pd.concat(tables, ignore_index=True)
 
 
 # -- helpers ---------------------------------------------------------------------------------------------------
