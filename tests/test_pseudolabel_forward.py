@@ -63,11 +63,39 @@ def test_the_compiled_tile_network_gives_the_eager_networks_logits_up_to_float32
     assert infer._tile_network(predictor, (1, *PATCH)) is compiled  # traced once per job, not per volume
 
 
-def test_an_image_larger_than_the_patch_goes_through_nnunets_sliding_window_unchanged():
+@pytest.mark.parametrize("shape, step, use_gaussian", [
+    ((20, 12, 16), 1.0, True),  # two tiles along the first axis, the second one overlapping (20 = 16 + 4)
+    ((40, 25, 9), 1.0, False),  # 3 x 3 tiles, zero-padded along the last axis
+    ((37, 30, 16), 0.5, True),  # nnU-Net's default half-tile step: blended Gaussian-weighted tiles
+])
+def test_a_sliding_window_with_the_eager_network_equals_nnunets_bit_for_bit(monkeypatch, shape, step, use_gaussian):
+    predictor = small_predictor(use_gaussian)
+    predictor.tile_step_size = step
+    monkeypatch.setattr(infer, "_tile_network", lambda p, shape: p.network)
+    x = image(shape, seed=3)
+    ours = infer.predict_logits(predictor, x)
+    theirs = predictor.predict_logits_from_preprocessed_data(x).cpu()
+    assert ours.dtype == theirs.dtype == torch.half and ours.shape == theirs.shape == (CLASSES, *shape)
+    assert torch.equal(ours, theirs)
+
+
+def test_a_sliding_window_with_the_compiled_network_keeps_nnunets_labels():
     predictor = small_predictor()
-    x = image((20, 12, 16))  # two tiles along the first axis
+    predictor.tile_step_size = 0.5
+    x = image((37, 30, 16), seed=5)
+    ours = infer.predict_logits(predictor, x).float()
+    theirs = predictor.predict_logits_from_preprocessed_data(x).cpu().float()
+    assert torch.allclose(ours, theirs, rtol=1e-2, atol=1e-2)  # half-precision sums of float32-rounded logits
+    assert (ours.argmax(0) == theirs.argmax(0)).float().mean() > 0.999
+
+
+def test_several_folds_go_through_nnunet_unchanged():
+    predictor = small_predictor()
+    predictor.list_of_parameters = predictor.list_of_parameters * 2  # two folds with the same weights
+    x = image((20, 12, 16))
     assert torch.equal(infer.predict_logits(predictor, x), predictor.predict_logits_from_preprocessed_data(x).cpu())
-    assert getattr(predictor, "_cads_tile_network", None) is None
+    assert predictor not in infer._COMPILED
+    assert "_cads_tile_network" not in vars(predictor)  # nnU-Net's object is left as it was made
 
 
 def preprocessing_predictor(transpose_forward, data_kwargs) -> nnUNetPredictor:

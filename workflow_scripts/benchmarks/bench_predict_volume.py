@@ -25,7 +25,6 @@ Usage: python workflow_scripts/benchmarks/bench_predict_volume.py --root /path/t
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import sys
 import tempfile
@@ -160,7 +159,7 @@ def _eager_arithmetic_agreement(predictor, image: Path, np) -> float:
     import torch
 
     from cadsflow.imageio import read_volume
-    from cadsflow.pseudolabel.infer import predict_logits
+    from cadsflow.pseudolabel.infer import _COMPILED, predict_logits
 
     volume = read_volume(image)
     data = np.ascontiguousarray(np.asarray(volume.data, dtype=np.float32).transpose(2, 1, 0))[None]
@@ -168,12 +167,12 @@ def _eager_arithmetic_agreement(predictor, image: Path, np) -> float:
     model_input = torch.from_numpy(configuration.preprocessor_class(verbose=False).run_case_npy(
         data, None, {"spacing": [float(s) for s in volume.zooms[::-1]]}, predictor.plans_manager, configuration,
         predictor.dataset_json)[0])
-    compiled = predictor._cads_tile_network
-    predictor._cads_tile_network = (compiled[0], predictor.network)
+    compiled = _COMPILED[predictor]
+    _COMPILED[predictor] = (compiled[0], predictor.network)
     try:
         new = predict_logits(predictor, model_input)
     finally:
-        predictor._cads_tile_network = compiled
+        _COMPILED[predictor] = compiled
     old = old_predict_logits(predictor, model_input)
     if not torch.equal(new, old):
         return float((new.argmax(0) == old.argmax(0)).float().mean())

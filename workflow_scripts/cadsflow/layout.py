@@ -15,6 +15,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 MAP_SUFFIX = ".nii.gz"
+MapFolders = str | Path | Iterable[str | Path]  # one job folder of maps, or several (a reader spanning shards)
 
 
 def job_folder(report_path: str | Path) -> Path:
@@ -50,6 +51,13 @@ class MapIndex:
                     raise ValueError(f"volume {volume_id} has a map in two job folders: {self._paths[volume_id]} "
                                      f"and {path}; remove the folders of the older run")
                 self._paths[volume_id] = path
+
+    @classmethod
+    def of(cls, folders: MapFolders | MapIndex | None) -> MapIndex | None:
+        """The index of one folder or of several; an index is kept as it is, None stays None (no maps given)."""
+        if folders is None or isinstance(folders, MapIndex):
+            return folders
+        return cls([folders] if isinstance(folders, (str, Path)) else folders)
 
     def __contains__(self, volume_id: str) -> bool:
         return volume_id in self._paths

@@ -277,9 +277,7 @@ def _flavor_paths(volume_id: str, flavor_dirs: Mapping[str, FlavorMaps], flavors
 
 
 def _index(maps: FlavorMaps) -> MapIndex:
-    if isinstance(maps, MapIndex):
-        return maps
-    return MapIndex([maps] if isinstance(maps, (str, Path)) else maps)
+    return MapIndex.of(maps)
 
 
 def _read_flavor_maps(volume_id: str, paths: Mapping[str, Path]):

@@ -164,8 +164,7 @@ def pseudo_cases(group: int, reports: Iterable[str | Path], pseudo_dir: str | Pa
     carries it as `gt_map` (the export overrides the pseudo-label with it)."""
     from cadsflow.pseudolabel.infer import read_report
 
-    folders = [pseudo_dir] if isinstance(pseudo_dir, (str, Path)) else pseudo_dir
-    index = None if folders is None else MapIndex(folders)
+    index = MapIndex.of(pseudo_dir)
     cases, not_ok, held_out = [], 0, 0
     for report in map(Path, reports):
         for outcome in read_report(report):

@@ -43,13 +43,11 @@ from pathlib import Path
 from cadsflow.atomic import atomic_path
 from cadsflow.flavors.intensity import PERCENTILES, scale_percentiles
 from cadsflow.flavors.predict_plan import REPORT_COLUMNS, FlavorOutcome, prediction_dir
+from cadsflow.layout import MapFolders, MapIndex
 from cadsflow.pseudolabel.infer import FAILED, ImageTransform, VolumeOutcome, predict_shard, running_marker
 from cadsflow.pseudolabel.postprocess import CleanupRules
 
 log = logging.getLogger(__name__)
-
-MapFolders = str | Path | Sequence[str | Path] | None  # one folder of label maps, several (shard folders), or none
-
 
 @dataclass(frozen=True)
 class FlavorModel:
@@ -62,8 +60,8 @@ class FlavorModel:
 
 def predict_flavors(models: Sequence[FlavorModel], volume_dirs: Sequence[str | Path], out_root: str | Path,
                     group: int, report_path: str | Path, percentiles: tuple[float, float] = PERCENTILES,
-                    device: str = "cpu", cleanup: CleanupRules | None = None, brain_dir: MapFolders = None,
-                    vertebrae_dir: MapFolders = None, tile_step_size: float = 0.5,
+                    device: str = "cpu", cleanup: CleanupRules | None = None, brain_dir: MapFolders | None = None,
+                    vertebrae_dir: MapFolders | None = None, tile_step_size: float = 0.5,
                     label_resampling: str = "probabilities") -> list[FlavorOutcome]:
     """Predict the standardized volumes in `volume_dirs` with each model in turn (one load per model).
 
@@ -80,7 +78,7 @@ def predict_flavors(models: Sequence[FlavorModel], volume_dirs: Sequence[str | P
     marker.parent.mkdir(parents=True, exist_ok=True)
     marker.write_text("running\n")
     Path(out_root).mkdir(parents=True, exist_ok=True)  # the declared folder exists even when no map is written
-    brain_dir, vertebrae_dir = map_folders(brain_dir), map_folders(vertebrae_dir)
+    brain_dir, vertebrae_dir = MapIndex.of(brain_dir), MapIndex.of(vertebrae_dir)  # listed once for every model
     transform = percentile_transform(percentiles)
     outcomes: list[FlavorOutcome] = []
     for model in models:
@@ -94,16 +92,6 @@ def predict_flavors(models: Sequence[FlavorModel], volume_dirs: Sequence[str | P
     write_report(outcomes, report_path)
     marker.unlink(missing_ok=True)
     return outcomes
-
-
-def map_folders(folders: MapFolders) -> str | Path | list[str | Path] | None:
-    """What predict_shard takes as brain_dir / vertebrae_dir: None, one folder, or the list of several folders."""
-    if folders is None or isinstance(folders, (str, Path)):
-        return folders
-    folders = list(folders)
-    if not folders:
-        return None
-    return folders[0] if len(folders) == 1 else folders
 
 
 def percentile_transform(percentiles: tuple[float, float] = PERCENTILES) -> ImageTransform:

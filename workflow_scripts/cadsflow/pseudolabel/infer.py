@@ -19,10 +19,12 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import itertools
 import json
 import logging
 import time
-from collections.abc import Callable, Sequence
+import weakref
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -31,7 +33,7 @@ import numpy as np
 
 from cadsflow.atomic import atomic_path
 from cadsflow.imageio import read_volume
-from cadsflow.layout import MapIndex, job_folder, map_path
+from cadsflow.layout import MapFolders, MapIndex, job_folder, map_path
 from cadsflow.pseudolabel.postprocess import (
     BrainGate,
     CleanupRules,
@@ -90,16 +92,6 @@ def label_map_path(out_dir: str | Path, volume_id: str) -> Path:
     return map_path(out_dir, volume_id)
 
 
-MapFolders = str | Path | Sequence[str | Path]  # one job folder of label maps, or several (a part of many shards)
-
-
-def map_index(folders: MapFolders | None) -> MapIndex | None:
-    """One index over a folder or several folders of label maps (None stays None)."""
-    if folders is None:
-        return None
-    return MapIndex([folders] if isinstance(folders, (str, Path)) else folders)
-
-
 FINGERPRINT_PREFIX = "cads-pl:"  # NIfTI descrip: 80 bytes hold the prefix and a sha256 hex digest
 RUNNING_SUFFIX = ".running"
 
@@ -132,15 +124,16 @@ def stored_fingerprint(path: str | Path) -> str | None:
 
 
 def predict_shard(model_dir: str | Path, fold: str, volume_dirs, out_dir: str | Path, group: int,
-                  device: str = "cpu", cleanup: CleanupRules | None = None, brain_dir: MapFolders | None = None,
+                  device: str = "cpu", cleanup: CleanupRules | None = None, brain_dir: MapFolders | MapIndex | None = None,
                   report_path: str | Path | None = None, checkpoint_name: str = CHECKPOINT_NAME,
                   tile_step_size: float = 0.5, label_resampling: str = "probabilities",
-                  vertebrae_dir: MapFolders | None = None, image_transform: ImageTransform | None = None,
+                  vertebrae_dir: MapFolders | MapIndex | None = None, image_transform: ImageTransform | None = None,
                   resume: bool | None = None) -> ShardReport:
     """Pseudo-label the standardized volumes in `volume_dirs` (results/standardized/<id>/) with one model load.
 
     Head groups (557, 558) need `brain_dir`, the folder (or folders: one per shard a job covers) of group 553's
-    label maps of the same volumes; group 558 also takes `vertebrae_dir` (group 552's maps, one folder or several):
+    label maps of the same volumes; group 558 also takes `vertebrae_dir` (group 552's maps, one folder or several;
+    either may be given as a MapIndex already built):
     a volume without brain is then kept from the lowest upper vertebra up (the authors' inference), and dropped only
     when it has no neck either. Maps are found with cadsflow.layout.MapIndex (one listing per folder).
     Writes <out_dir>/<id>.nii.gz per volume (out_dir is created, so a shard whose volumes are all quarantined still
@@ -154,7 +147,7 @@ def predict_shard(model_dir: str | Path, fold: str, volume_dirs, out_dir: str | 
     if is_head_group(group) and brain_dir is None:
         raise ValueError(f"group {group} is a head group: predict_shard needs brain_dir (group 553's label maps)")
     cleanup = cleanup or CleanupRules(keep_largest={})
-    brain_maps, vertebrae_maps = map_index(brain_dir), map_index(vertebrae_dir)
+    brain_maps, vertebrae_maps = MapIndex.of(brain_dir), MapIndex.of(vertebrae_dir)
     Path(out_dir).mkdir(parents=True, exist_ok=True)  # Snakemake checks that a declared directory exists
     report = ShardReport()
     predictor = None
@@ -422,22 +415,23 @@ def preprocess(predictor, data: np.ndarray, spacing) -> tuple[np.ndarray, dict]:
 def predict_logits(predictor, model_input):
     """nnU-Net's predict_logits_from_preprocessed_data (half-precision logits of a preprocessed image), on the CPU.
 
-    When the image fits one tile (the smoke preset's patch covers a demo volume) with one set of weights and no
-    mirroring, nnU-Net's sliding window reduces to one forward pass of the zero-padded tile; it is computed here
-    directly with nnU-Net's own arithmetic (the float32 logits times its Gaussian, accumulated in half precision,
-    divided by the half-precision weight). Skipped: its per-call weight reload, tile worker thread and queue. The
-    network runs as ``_tile_network`` compiles it for the CPU, whose float32 logits differ from the eager network's
-    in rounding only; the argmax can change where two classes' logits tie within that rounding. Any other case
-    (several tiles, folds or mirrorings, a GPU) goes through nnU-Net unchanged.
+    With one set of weights, no mirroring and a 3-D patch, nnU-Net's sliding window is computed here with its own
+    arithmetic: the image zero-padded to at least one patch (pad_nd_image), tiles at compute_steps_for_sliding_window's
+    steps in its order, each tile's float32 logits times its Gaussian accumulated in half precision and divided by the
+    half-precision weight. An image that fits the patch (the smoke preset's specialists) is one tile. Skipped: its
+    per-call weight reload, tile worker thread and queue. The network runs as ``_tile_network`` compiles it for the
+    CPU, whose float32 logits differ from the eager network's in rounding only; the argmax can change where two
+    classes' logits tie within that rounding. Any other case (several folds, mirroring, a GPU, a 2-D patch) goes
+    through nnU-Net unchanged.
     """
     import torch
     from acvl_utils.cropping_and_padding.padding import pad_nd_image
-    from nnunetv2.inference.sliding_window_prediction import compute_gaussian
+    from nnunetv2.inference.sliding_window_prediction import compute_gaussian, compute_steps_for_sliding_window
 
     patch = [int(p) for p in predictor.configuration_manager.patch_size]
-    one_tile = (predictor.device.type == "cpu" and len(predictor.list_of_parameters) == 1
-                and not predictor.use_mirroring and all(s <= p for s, p in zip(model_input.shape[1:], patch)))
-    if not one_tile:
+    ours = (predictor.device.type == "cpu" and len(predictor.list_of_parameters) == 1
+            and not predictor.use_mirroring and len(patch) == model_input.ndim - 1)
+    if not ours:
         return predictor.predict_logits_from_preprocessed_data(model_input).cpu()
     from nnunetv2.configuration import default_num_processes
 
@@ -447,16 +441,21 @@ def predict_logits(predictor, model_input):
         network = _tile_network(predictor, (model_input.shape[0], *patch))
         with torch.inference_mode():
             padded, unpad = pad_nd_image(model_input, patch, "constant", {"value": 0}, True, None)
+            steps = compute_steps_for_sliding_window(padded.shape[1:], patch, predictor.tile_step_size)
             weight = 1  # nnU-Net's sliding window, as it calls compute_gaussian (cached there)
             if predictor.use_gaussian:
                 weight = compute_gaussian(tuple(patch), sigma_scale=1.0 / 8, value_scaling_factor=10,
                                           device=torch.device("cpu"))
-            logits = network(padded[None].contiguous())[0]
-            logits *= weight  # nnU-Net: prediction *= gaussian (float32)
-            summed = torch.zeros(logits.shape, dtype=torch.half)
-            summed += logits  # nnU-Net: predicted_logits (half) += prediction
-            count = torch.zeros(logits.shape[1:], dtype=torch.half)
-            count += weight  # nnU-Net: n_predictions (half) += gaussian
+            summed = torch.zeros((predictor.label_manager.num_segmentation_heads, *padded.shape[1:]),
+                                 dtype=torch.half)
+            count = torch.zeros(padded.shape[1:], dtype=torch.half)
+            for corner in itertools.product(*steps):  # nnU-Net's slicer order: first axis outermost
+                tile = tuple(slice(c, c + p) for c, p in zip(corner, patch))
+                logits = network(padded[(slice(None), *tile)][None].contiguous())[0]
+                if predictor.use_gaussian:
+                    logits *= weight  # nnU-Net: prediction *= gaussian (float32)
+                summed[(slice(None), *tile)] += logits  # nnU-Net: predicted_logits (half) += prediction
+                count[tile] += weight  # nnU-Net: n_predictions (half) += gaussian
             torch.div(summed, count, out=summed)
             if torch.any(torch.isinf(summed)):
                 raise RuntimeError("inf in the predicted logits (nnU-Net's half-precision accumulation)")
@@ -465,17 +464,22 @@ def predict_logits(predictor, model_input):
         torch.set_num_threads(threads)
 
 
+# predictor -> (input shape, compiled network): traced once per job and tile shape, not per volume; dropped with the
+# predictor (nnU-Net's object is left as nnU-Net made it)
+_COMPILED = weakref.WeakKeyDictionary()
+
+
 def _tile_network(predictor, tile_shape):
     """The predictor's network traced for one input shape and compiled for CPU inference by PyTorch
     (torch.jit.optimize_for_inference: oneDNN convolutions with prepacked weights, activations kept in oneDNN's
-    layout between layers), kept on the predictor: traced at the tile's shape, the only one it is used for. For the
-    smoke preset's small networks on one thread this runs a tile about 4x faster than the eager network, for a
-    one-time cost of about two eager passes (bench_predict_volume.py); the logits differ in float32 rounding (about
-    1e-5). Where PyTorch cannot compile the network, the eager network is used."""
+    layout between layers), kept for the predictor in ``_COMPILED``: traced at the tile's shape, the only one it is
+    used for. For the smoke preset's small networks on one thread this runs a tile about 4x faster than the eager
+    network, for a one-time cost of about two eager passes (bench_predict_volume.py); the logits differ in float32
+    rounding (about 1e-5). Where PyTorch cannot compile the network, the eager network is used."""
     import torch
 
     shape = (1, *(int(n) for n in tile_shape))
-    cached = getattr(predictor, "_cads_tile_network", None)
+    cached = _COMPILED.get(predictor)
     if cached is not None and cached[0] == shape:
         return cached[1]
     network = predictor.network.eval()
@@ -487,7 +491,7 @@ def _tile_network(predictor, tile_shape):
         log.warning("network not compiled for CPU inference (%s: %s); running it eagerly", type(exc).__name__,
                     _one_line(str(exc)))
         compiled = network
-    predictor._cads_tile_network = (shape, compiled)
+    _COMPILED[predictor] = (shape, compiled)
     return compiled
 
 
