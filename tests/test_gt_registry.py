@@ -1,7 +1,5 @@
 """The CADS collection registry (config/sources/cads_collection.yaml) and the group training table."""
 
-from pathlib import Path
-
 import pytest
 
 from cadsflow.gt.mapping import exact_groups, label_sets

@@ -124,7 +124,7 @@ def test_a_brain_map_in_two_553_shard_folders_fails_the_job_naming_both(tmp_path
 def test_the_dag_declares_each_shard_folder_and_hands_it_to_head_gating_shape_qc_and_flavor_datasets(tmp_path):
     from workflow_runner import dry_run_jobs, snakemake, write_config
 
-    config = write_config(tmp_path)
+    config = write_config(tmp_path, pseudolabel={"shard_size": 8})  # 3 shards a group (the smoke preset: 1)
     targets = ["results/pseudolabels/status.tsv", "results/shape_qc/558/excluded.tsv",
                "results/shape_qc/558/gallery.png", "results/flavors/Pseudo/nnUNet_raw/Dataset558_HeadNeck/dataset.json"]
     proc = snakemake(tmp_path, *targets, "-n", "-p", config=config)

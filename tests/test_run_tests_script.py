@@ -9,8 +9,6 @@ with which arguments, and `id` / `apt-get` on PATH say whether this is a root ma
 import shutil
 import subprocess
 
-import pytest
-
 from helpers import REPO
 
 STUB_PYTHON = '#!/usr/bin/env bash\necho "$@" > "$(dirname "$0")/../../pytest_started"\n'

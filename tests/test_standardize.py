@@ -1,6 +1,5 @@
 import gzip
 import json
-import shutil
 
 import nibabel as nib
 import numpy as np
