@@ -47,3 +47,16 @@ def test_a_file_given_as_a_folder_is_named(tmp_path):
     (tmp_path / "shard_0").write_text("not a folder")
     with pytest.raises(NotADirectoryError, match=r"shard_0: expected a folder of per-volume maps"):
         MapIndex([tmp_path / "shard_0"])
+
+
+def test_index_of_takes_one_folder_several_or_an_index_and_keeps_none(tmp_path):
+    a, b = tmp_path / "shard_0", tmp_path / "shard_1"
+    for folder, vid in ((a, "v1"), (b, "v2")):
+        folder.mkdir()
+        map_path(folder, vid).write_bytes(b"x")
+    assert MapIndex.of(None) is None  # no maps given (a group without brain gating)
+    assert MapIndex.of(a).ids() == MapIndex.of(str(a)).ids() == ["v1"]
+    several = MapIndex.of(p for p in (a, b))  # any iterable of folders, listed once each
+    assert several.ids() == ["v1", "v2"] and several.folders == [a, b]
+    assert MapIndex.of(several) is several  # an index already built is not listed again
+    assert len(MapIndex.of([])) == 0  # no folders: an empty index, not "no maps given"
