@@ -2,12 +2,13 @@
 cohort with the `learn` preset on this machine's CPUs, scored against the phantoms' complete truth.
 
 Every step is the factory's own: the gt stage's nnU-Net export of group 559 (run the demo up to it first:
-`bash workflow_scripts/run_demo.sh --until gt_group_dataset`), planning and training in the job's own process
-(`python -m cadsflow.specialists`), shard inference (`python -m cadsflow.pseudolabel`, the preset's export), and the
+`bash workflow_scripts/run_demo.sh --until gt_group_dataset standardize`), planning and training in the job's own
+process (`python -m cadsflow.specialists`), shard inference (`python -m cadsflow.pseudolabel`, the preset's export), and the
 inverse of standardization (cadsflow.standardize.restore_label) onto each volume's original grid, where the phantom
 generator's masks are the truth. Prints per structure: volumes with the structure, median truth volume (ml), mean
 Dice over all volumes, over the volumes the model trained on and over the others; then the mean Dice of the structures
-larger than --large-ml (default 50 ml) and the wall-clock and CPU seconds of each step.
+larger than --large-ml (default 50 ml), the same per body region of the scored volumes (the training volumes are
+torsos), and the wall-clock and CPU seconds of each step.
 
     .venv/bin/python workflow_scripts/benchmarks/bench_learning.py [--results results] [--work /tmp/cads_learn] [--preset learn]
 """
@@ -50,7 +51,14 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     raw_dataset = args.results / "specialists" / "nnUNet_raw" / DATASET
     if not (raw_dataset / "dataset.json").is_file():
-        raise SystemExit(f"{raw_dataset}: missing; run `bash workflow_scripts/run_demo.sh --until gt_group_dataset`")
+        raise SystemExit(f"{raw_dataset}: missing; run "
+                         "`bash workflow_scripts/run_demo.sh --until gt_group_dataset standardize`")
+    missing = [v for v, _ in demo_volumes(DEMO_COHORT_YAML)
+               if not any(args.results.glob(f"standardized/*/{v}/record.json"))]
+    if missing:  # checked before minutes of training, not after
+        raise SystemExit(f"{args.results}/standardized: {len(missing)} demo volumes not standardized "
+                         f"({', '.join(missing)}); run `bash workflow_scripts/run_demo.sh --until gt_group_dataset "
+                         "standardize`")
     if args.work.exists():
         shutil.rmtree(args.work)
     raw, pre, models = args.work / "raw", args.work / "preprocessed", args.work / "models"
@@ -82,6 +90,7 @@ def main(argv=None) -> int:
     print(f"target spacing {preset.target_spacing_mm} mm, schedule {preset.schedule}, network {preset.network}, "
           f"tile step {preset.tile_step_size}, label resampling {preset.label_resampling}, threads {args.threads}")
     print_table(rows, args.large_ml)
+    print_by_region(rows, args.large_ml, demo_regions(DEMO_COHORT_YAML))
     print("seconds: " + ", ".join(f"{k} {v:.0f}" for k, v in seconds.items()) + f", total {sum(seconds.values()):.0f}"
           + "; CPU seconds: " + ", ".join(f"{k} {v:.0f}" for k, v in CPU_SECONDS.items())
           + f", total {sum(CPU_SECONDS.values()):.0f}")
@@ -111,7 +120,7 @@ def print_table(rows: dict[str, tuple[list, list, list]], large_ml: float) -> No
     the mean Dice of the structures whose median truth volume exceeds `large_ml` against the 0.85 goal."""
     print(f"{'structure':<22}{'volumes':>8}{'median ml':>11}{'mean Dice':>11}{'training':>10}{'others':>8}")
     large = []
-    for name, (ml, values, trained) in sorted(rows.items(), key=lambda kv: -np.median(kv[1][0])):
+    for name, (ml, values, trained, _) in sorted(rows.items(), key=lambda kv: -np.median(kv[1][0])):
         mean = float(np.mean(values))
         on_train = [v for v, t in zip(values, trained) if t]
         others = [v for v, t in zip(values, trained) if not t]
@@ -122,17 +131,41 @@ def print_table(rows: dict[str, tuple[list, list, list]], large_ml: float) -> No
           f"(goal >= 0.85: {'met' if large and np.mean(large) >= 0.85 else 'NOT met'})")
 
 
+def print_by_region(rows: dict[str, tuple[list, list, list, list]], large_ml: float, regions: dict[str, str]) -> None:
+    """Mean Dice of the structures over `large_ml` on the volumes of each body region of the demo cohort (the SAROS-like
+    training volumes are torsos: a head or a whole body shows the model anatomy it never saw)."""
+    per_region: dict[str, list[float]] = {}
+    volumes: dict[str, set[str]] = {}
+    for ml, values, _, ids in rows.values():
+        if np.median(ml) <= large_ml:
+            continue
+        for value, volume_id in zip(values, ids):
+            per_region.setdefault(regions[volume_id], []).append(value)
+            volumes.setdefault(regions[volume_id], set()).add(volume_id)
+    print("by body region of the scored volume, structures over %.0f ml: " % large_ml + "; ".join(
+        f"{r} {np.mean(v):.3f} ({len(volumes[r])} volumes)" for r, v in sorted(per_region.items())))
+
+
+def demo_regions(spec_path: Path) -> dict[str, str]:
+    """Volume id -> the body region its phantom was rendered from (config/demo_cohort.yaml)."""
+    import yaml
+
+    spec = yaml.safe_load(Path(spec_path).read_text())
+    return {f"{name}_case{i:03d}": region for name, src in spec["sources"].items()
+            for i, region in enumerate(src["regions"])}
+
+
 def _mean(values: list[float]) -> str:
     return f"{np.mean(values):.3f}" if values else "-"
 
 
-def score(results: Path, predictions: Path, trained_on: set[str]) -> dict[str, tuple[list, list, list]]:
+def score(results: Path, predictions: Path, trained_on: set[str]) -> dict[str, tuple[list, list, list, list]]:
     """Per structure of group 559: (truth volumes in ml, Dice per volume where the truth has it, whether that volume
-    is one the model trained on)."""
+    is one the model trained on, the volume's id)."""
     import json
 
     labels_of = load_label_space().group_label_map(GROUP)
-    rows: dict[str, tuple[list[float], list[float]]] = {}
+    rows: dict[str, tuple[list[float], list[float], list[bool], list[str]]] = {}
     for volume_id, masks in demo_volumes(DEMO_COHORT_YAML):
         record = next(results.glob(f"standardized/*/{volume_id}/record.json"))
         geometry = json.loads(record.read_text())["geometry"]
@@ -142,10 +175,11 @@ def score(results: Path, predictions: Path, trained_on: set[str]) -> dict[str, t
             truth = masks.get(name)
             if truth is None or not truth.any():
                 continue
-            ml, values, trained = rows.setdefault(name, ([], [], []))
+            ml, values, trained, ids = rows.setdefault(name, ([], [], [], []))
             ml.append(float(truth.sum()) * voxel_ml)
             values.append(dice(labels == label_id, truth))
             trained.append(volume_id in trained_on)
+            ids.append(volume_id)
     return rows
 
 
