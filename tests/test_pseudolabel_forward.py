@@ -1,4 +1,4 @@
-"""The pseudo-labels' preprocessing and one-tile forward pass (cadsflow.pseudolabel.infer.preprocess and
+"""The pseudo-labels' preprocessing and sliding-window forward pass (cadsflow.pseudolabel.infer.preprocess and
 predict_logits) against nnU-Net's own run_case_npy and predict_logits_from_preprocessed_data, with constructed plans
 and a small randomly initialised nnU-Net U-Net (no trained model needed)."""
 
@@ -118,7 +118,7 @@ def preprocessing_predictor(transpose_forward, data_kwargs) -> nnUNetPredictor:
 
 
 @pytest.mark.parametrize("transpose_forward, spacing", [([0, 1, 2], (1.5, 1.5, 1.5)), ([2, 0, 1], (5.0, 1.5, 1.2))])
-def test_preprocessing_equals_nnunets_run_case_npy(transpose_forward, spacing):
+def test_preprocessing_is_nnunets_run_case_npy_with_the_crop_box_the_label_export_needs(transpose_forward, spacing):
     predictor = preprocessing_predictor(transpose_forward, {"is_seg": False, "order": 3, "order_z": 0,
                                                             "force_separate_z": None})
     rng = np.random.default_rng(4)

@@ -5,8 +5,8 @@ predicted twice in the same process, by
   old  the path before the speed-ups: nnU-Net's run_case_npy and predict_logits_from_preprocessed_data (per-call
        weight reload, tile worker thread, whole-tile accumulators) and the per-structure clean-up (each structure's
        mask over the whole volume, labelled alone with scipy), as this file's `old_*` functions keep them;
-  new  cadsflow.pseudolabel.infer.preprocess (nnU-Net's steps without resampling the nonzero mask),
-       cadsflow.pseudolabel.infer.predict_logits (the one-tile forward pass with nnU-Net's arithmetic, the network
+  new  cadsflow.pseudolabel.infer.preprocess (nnU-Net's run_case_npy),
+       cadsflow.pseudolabel.infer.predict_logits (the sliding window with nnU-Net's arithmetic, the network
        compiled for CPU inference) and cadsflow.pseudolabel.postprocess.clean_components (one bounding-box pass,
        one multi-label labelling);
 with the settings the smoke preset's shard jobs use (tile step 1.0, labels resampled by nearest neighbour, one torch

@@ -381,35 +381,11 @@ def predict_array(predictor, data: np.ndarray, spacing, label_resampling: str = 
 
 def preprocess(predictor, data: np.ndarray, spacing) -> tuple[np.ndarray, dict]:
     """nnU-Net's preprocessing of one image for inference (channels, z, y, x; spacing to match): the model input and
-    the properties that map its grid back to the image's.
-
-    For nnU-Net's DefaultPreprocessor these are the steps of its run_case_npy, by nnU-Net's own functions (transpose,
-    crop to the nonzero region, normalise, resample), less one that inference throws away: resampling the nonzero
-    mask to the model's spacing (run_case_npy returns it as a segmentation; about a sixth of the preprocessing time
-    of a demo volume). Same arrays, same properties. Any other preprocessor runs its own run_case_npy.
-    """
-    from nnunetv2.preprocessing.cropping.cropping import crop_to_nonzero
-    from nnunetv2.preprocessing.preprocessors.default_preprocessor import DefaultPreprocessor
-    from nnunetv2.preprocessing.resampling.default_resampling import compute_new_shape
-
+    the properties that map its grid back to the image's (the configuration's preprocessor, run_case_npy)."""
     plans, configuration = predictor.plans_manager, predictor.configuration_manager
-    preprocessor = configuration.preprocessor_class(verbose=False)
-    properties = {"spacing": list(spacing)}
-    if type(preprocessor) is not DefaultPreprocessor:
-        model_input, _, properties = preprocessor.run_case_npy(data, None, properties, plans, configuration,
-                                                               predictor.dataset_json)
-        return model_input, properties
-    data = data.astype(np.float32).transpose([0, *[i + 1 for i in plans.transpose_forward]])
-    original_spacing = [properties["spacing"][i] for i in plans.transpose_forward]
-    properties["shape_before_cropping"] = data.shape[1:]
-    data, nonzero, properties["bbox_used_for_cropping"] = crop_to_nonzero(data, None)
-    properties["shape_after_cropping_and_before_resampling"] = data.shape[1:]
-    target_spacing = configuration.spacing
-    if len(target_spacing) < len(data.shape[1:]):  # 2-D configurations keep the slice spacing
-        target_spacing = [original_spacing[0]] + target_spacing
-    new_shape = compute_new_shape(data.shape[1:], original_spacing, target_spacing)
-    data = preprocessor._normalize(data, nonzero, configuration, plans.foreground_intensity_properties_per_channel)
-    return configuration.resampling_fn_data(data, new_shape, original_spacing, target_spacing), properties
+    model_input, _, properties = configuration.preprocessor_class(verbose=False).run_case_npy(
+        data, None, {"spacing": list(spacing)}, plans, configuration, predictor.dataset_json)
+    return model_input, properties
 
 
 def predict_logits(predictor, model_input):
