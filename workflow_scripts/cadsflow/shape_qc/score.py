@@ -37,16 +37,8 @@ from cadsflow.evaluation.surfaces import robust_hausdorff, surface_distances
 from cadsflow.shape_qc.model import ShapePrior
 from cadsflow.shape_qc.presets import ShapeQcPreset
 from cadsflow.shape_qc.reconstruct import Reconstruction, reconstruct
-from cadsflow.shape_qc.score_table import (
-    ABSENT,
-    FAILED,
-    MISSING_IN_PSEUDOLABEL,
-    MISSING_IN_RECONSTRUCTION,
-    OK,
-    SCORE_COLUMNS,
-    WHOLE_VOLUME,
-    write_scores,
-)
+from cadsflow.shape_qc.score_table import (ABSENT, FAILED, MISSING_IN_PSEUDOLABEL, MISSING_IN_RECONSTRUCTION, OK,
+                                          SCORE_COLUMNS, WHOLE_VOLUME, write_scores)
 from cadsflow.shape_qc.sampling import LabelMapError, boundary_voxels, check_label_map, prepare, read_label_map
 from cadsflow.shape_qc.train import volume_id_of
 
