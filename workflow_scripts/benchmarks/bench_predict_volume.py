@@ -112,7 +112,7 @@ def _predict_steps(predictor, image: Path, rules, new: bool, out: Path):
     from acvl_utils.cropping_and_padding.bounding_boxes import insert_crop_into_image
 
     from cadsflow.imageio import read_volume
-    from cadsflow.pseudolabel.infer import _save_label_map, nearest_resize, predict_logits, preprocess
+    from cadsflow.pseudolabel.infer import save_label_map, nearest_resize, predict_logits, preprocess
     from cadsflow.pseudolabel.postprocess import clean_components, clean_components_per_structure
 
     seconds = {}
@@ -148,7 +148,7 @@ def _predict_steps(predictor, image: Path, rules, new: bool, out: Path):
     raw = labels
     labels = clean_components(labels, rules) if new else clean_components_per_structure(labels, rules)
     lap("cleanup")
-    _save_label_map(labels, volume.affine, out, "0" * 64)
+    save_label_map(labels, volume.affine, out, "0" * 64)
     lap("save")
     return seconds, raw, labels
 

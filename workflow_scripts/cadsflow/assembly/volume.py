@@ -31,7 +31,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import nibabel as nib
 import numpy as np
 
 from cadsflow.assembly.blocks import Block, structures_matching
@@ -44,11 +43,10 @@ from cadsflow.assembly.provenance import (
     write_provenance,
 )
 from cadsflow.assembly.ribs import RibSettings, refine_ribs, tubular_map
-from cadsflow.atomic import atomic_path
 from cadsflow.gt.provenance import EXACT_ORIGINS, read_provenance as read_gt_provenance
 from cadsflow.imageio import read_volume
 from cadsflow.layout import MapIndex
-from cadsflow.pseudolabel.infer import FINGERPRINT_PREFIX, file_digest, fingerprint, stored_fingerprint
+from cadsflow.pseudolabel.infer import file_digest, fingerprint, save_label_map, stored_fingerprint
 from cadsflow.labels import LabelSpace, load_label_space
 from cadsflow.validate import GRID_TOLERANCE_MM
 
@@ -200,16 +198,6 @@ def fingerprint_parts(
         parts["tubular"] = _digest(rib_inputs.tubular_map) if rib_inputs.tubular_map is not None else None
         parts["image"] = _digest(rib_inputs.image) if rib_inputs.tubular_map is None and rib_inputs.image else None
     return parts
-
-
-def save_label_map(labels: np.ndarray, affine: np.ndarray, path: str | Path, stamp: str) -> None:
-    """Write a label map atomically with its fingerprint in the NIfTI header (read by stored_fingerprint)."""
-    img = nib.Nifti1Image(labels, affine)
-    img.set_qform(affine, code=1)
-    img.set_sform(affine, code=1)
-    img.header["descrip"] = (FINGERPRINT_PREFIX + stamp).encode()
-    with atomic_path(path) as tmp:
-        nib.save(img, str(tmp))
 
 
 def read_volume_gt(volume_id: str, gt_dir: str | Path | None, group: int, shape, affine):

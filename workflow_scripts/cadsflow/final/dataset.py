@@ -27,7 +27,7 @@ from cadsflow.final.config import FINAL_YAML, empty_head_subset, head_subset_rul
 from cadsflow.final.counts import label_count_table_from_provenance, write_count_table
 from cadsflow.final.oversampling import oversampling_table, write_table
 from cadsflow.final.subsets import training_subset
-from cadsflow.gt.nnunet_dataset import FILE_ENDING, _write_cases, dataset_json, dataset_parts, link_or_copy
+from cadsflow.gt.nnunet_dataset import FILE_ENDING, dataset_json, dataset_parts, link_or_copy, write_cases
 from cadsflow.labels import LabelSpace, load_label_space
 
 log = logging.getLogger(__name__)
@@ -126,7 +126,7 @@ def write_final_dataset(group: int, cases: Sequence[FinalCandidate], dataset_dir
         for c in cases:
             link_or_copy(Path(c.image), tmp / "imagesTr" / f"{c.volume_id}_0000{FILE_ENDING}")
             link_or_copy(Path(c.label), tmp / "labelsTr" / f"{c.volume_id}{FILE_ENDING}")
-        _write_cases([(c.volume_id, c.volume_id, c.source, []) for c in cases], tmp / "cads_cases.tsv")
+        write_cases([(c.volume_id, c.volume_id, c.source, []) for c in cases], tmp / "cads_cases.tsv")
         spec = dataset_json(group, space, len(cases), with_ignore=False)
         (tmp / "dataset.json").write_text(json.dumps(spec, indent=1))
     return spec

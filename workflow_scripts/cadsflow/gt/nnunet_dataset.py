@@ -84,7 +84,7 @@ def write_group_dataset(
             exact = sorted({r.structure for r in rows if r.origin in EXACT_ORIGINS})
             table.append((c.volume_id, c.volume_id, c.source, exact))
         spec = dataset_json(group, space, len(cases), has_ignore)
-        _write_cases(table, tmp / "cads_cases.tsv")
+        write_cases(table, tmp / "cads_cases.tsv")
         (tmp / "dataset.json").write_text(json.dumps(spec, indent=1))
     _log_coverage(training, table, space)
     return spec
@@ -152,7 +152,8 @@ def link_or_copy(src: Path, dst: Path) -> None:
         shutil.copy2(src, dst)
 
 
-def _write_cases(table, path: Path) -> None:
+def write_cases(table, path: Path) -> None:
+    """A dataset's cads_cases.tsv: per nnU-Net case its volume, source and the structures it labels exactly."""
     with open(path, "w", newline="") as handle:
         writer = csv.writer(handle, delimiter="\t", lineterminator="\n")
         writer.writerow(["case", "volume_id", "source", "exact_structures"])

@@ -320,7 +320,7 @@ def _plan_volume(volume_dir: Path, out_dir, group: int, shared: dict, brain_maps
         job.fingerprint = fingerprint(parts)
         if not job.gate.passes and job.vertebrae is None:
             if not (resume and stored_fingerprint(job.out) == job.fingerprint):
-                _save_label_map(np.zeros(brain.data.shape, dtype=np.uint8), brain.affine, job.out, job.fingerprint)
+                save_label_map(np.zeros(brain.data.shape, dtype=np.uint8), brain.affine, job.out, job.fingerprint)
             job.outcome = VolumeOutcome(volume_id, SKIPPED_NO_BRAIN, job.gate.reason)
             return job
     job.fingerprint = fingerprint(parts)
@@ -329,8 +329,9 @@ def _plan_volume(volume_dir: Path, out_dir, group: int, shared: dict, brain_maps
     return job
 
 
-def _save_label_map(labels: np.ndarray, affine: np.ndarray, path: Path, fingerprint_hex: str) -> None:
-    """save_nifti with the fingerprint in the header, written atomically."""
+def save_label_map(labels: np.ndarray, affine: np.ndarray, path: str | Path, fingerprint_hex: str) -> None:
+    """A label map written atomically with its fingerprint in the NIfTI header (read back by stored_fingerprint):
+    the pseudo-labels', the flavor predictions' and the assembled maps' one writer."""
     img = nib.Nifti1Image(labels, affine)
     img.set_qform(affine, code=1)
     img.set_sform(affine, code=1)
@@ -494,7 +495,7 @@ def _predict_volume(predictor, job: _VolumeJob, group: int, cleanup: CleanupRule
         log.info("volume %s: group %s refined by %s", job.volume_id, group, mode)
     elif is_head_group(group):
         labels = refine_head_labels(group, labels, job.gate)
-    _save_label_map(labels, volume.affine, job.out, job.fingerprint)
+    save_label_map(labels, volume.affine, job.out, job.fingerprint)
 
 
 def _read_record(volume_dir: Path) -> dict:
