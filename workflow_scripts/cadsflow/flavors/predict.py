@@ -45,6 +45,7 @@ from cadsflow.flavors.intensity import PERCENTILES, scale_percentiles
 from cadsflow.flavors.predict_plan import REPORT_COLUMNS, FlavorOutcome, prediction_dir
 from cadsflow.layout import MapFolders, MapIndex
 from cadsflow.pseudolabel.infer import FAILED, ImageTransform, VolumeOutcome, predict_shard, running_marker
+from cadsflow.pseudolabel.options import add_prediction_options, run_logged
 from cadsflow.pseudolabel.postprocess import CleanupRules
 
 log = logging.getLogger(__name__)
@@ -122,42 +123,20 @@ def main(argv=None) -> int:
     parser.add_argument("--report", required=True, help="report to write (TSV: volume_id, flavor, status, reason)")
     parser.add_argument("--flavors-config", help="config/flavors.yaml (flavor order; preset percentiles)")
     parser.add_argument("--flavor-preset", help="flavor preset whose intensity_percentiles scale the images")
-    parser.add_argument("--brain-dir", nargs="+", help="folders of group 553's label maps, e.g. its pseudo-label "
-                                                       "shards' (required for the head groups 557, 558)")
-    parser.add_argument("--vertebrae-dir", nargs="+", help="folders of group 552's label maps (group 558: the neck "
-                                                           "when no brain is found)")
-    parser.add_argument("--postprocessing", help="connected-component table (default: config/postprocessing.yaml)")
-    parser.add_argument("--device", default="cpu", help="torch device (cpu, cuda)")
-    parser.add_argument("--threads", type=int, default=1, help="CPU threads for torch")
-    parser.add_argument("--tile-step-size", type=float, default=0.5, help="sliding-window step (fraction of patch)")
-    parser.add_argument("--label-resampling", choices=("probabilities", "nearest"), default="probabilities")
-    parser.add_argument("--fail-on-volume-error", action="store_true",
-                        help="exit 1 when a volume failed (after predicting the others)")
-    parser.add_argument("--log", help="append logging to this file")
+    add_prediction_options(parser)
     args = parser.parse_args(argv)
-
-    from cadsflow.logs import to_log_if
-
-    with to_log_if(args.log):
-        if not args.log:
-            logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-        return _run(args)
+    return run_logged(args, _run)
 
 
 # -- helpers ---------------------------------------------------------------------------------------------------
 
 
 def _run(args) -> int:
-    import torch
-
     from cadsflow.flavors.predict_plan import read_selected_flavors
     from cadsflow.flavors.settings import FLAVORS_YAML, load_flavor_names, load_flavor_preset
     from cadsflow.pseudolabel.postprocess import POSTPROCESSING_YAML, load_cleanup_rules
     from cadsflow.specialists.train import read_marker
 
-    if not 0 < args.tile_step_size <= 1:
-        raise SystemExit(f"--tile-step-size must be in (0, 1], got {args.tile_step_size}")
-    torch.set_num_threads(max(1, args.threads))
     config = args.flavors_config or FLAVORS_YAML
     markers = _parse_models(args.model)
     chosen = list(markers)
