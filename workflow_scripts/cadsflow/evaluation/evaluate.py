@@ -324,7 +324,7 @@ def write_scores(rows: list[dict], path: str | Path) -> None:
         writer = csv.DictWriter(handle, fieldnames=SCORE_COLUMNS, delimiter="\t", lineterminator="\n")
         writer.writeheader()
         for row in rows:
-            writer.writerow({k: _format(row.get(k)) for k in SCORE_COLUMNS})
+            writer.writerow({k: format_value(row.get(k)) for k in SCORE_COLUMNS})
 
 
 # -- helpers ---------------------------------------------------------------------------------------------------
@@ -338,7 +338,8 @@ def _row(volume_id, source, system, structure, status, dice=math.nan, nsd=math.n
     )  # fmt: skip
 
 
-def _format(value) -> str:
+def format_value(value) -> str:
+    """A score table cell: floats with 6 decimals, NaN and None empty, infinities spelled out."""
     if isinstance(value, float):
         if math.isnan(value):
             return ""

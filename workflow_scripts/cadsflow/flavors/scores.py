@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import csv
 import logging
-import math
 import sys
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -39,6 +38,7 @@ from cadsflow.evaluation.evaluate import (
     EvaluationInputError,
     PredictionLayers,
     evaluate_volume,
+    format_value,
     label_set_references,
 )
 from cadsflow.evaluation.metrics import NSD_TOLERANCE_MM, integer_labels
@@ -161,7 +161,7 @@ def write_scores(rows: Sequence[dict], path: str | Path) -> None:
         writer = csv.DictWriter(handle, fieldnames=SCORE_COLUMNS, delimiter="\t", lineterminator="\n")
         writer.writeheader()
         for row in rows:
-            writer.writerow({k: _format(row[k]) for k in SCORE_COLUMNS})
+            writer.writerow({k: format_value(row[k]) for k in SCORE_COLUMNS})
 
 
 def main(argv=None) -> int:
@@ -214,16 +214,6 @@ def _registry(path, space: LabelSpace):
     from cadsflow.sources import load_registry
 
     return load_registry(path, space)
-
-
-def _format(value) -> str:
-    if isinstance(value, float):
-        if math.isnan(value):
-            return ""
-        if math.isinf(value):
-            return "inf" if value > 0 else "-inf"
-        return f"{value:.6f}"
-    return str(value)
 
 
 if __name__ == "__main__":
