@@ -27,7 +27,8 @@ def jobs(tmp_path_factory):
     root = tmp_path_factory.mktemp("folders_dag")
     targets = ["results/final/predictions/557.tsv", "results/final/predictions/558.tsv",
                "results/assembled/dataset_card/files.tsv", "results/ranking/priority.tsv"]
-    proc = snakemake(root, *targets, "-n", "-p", config=write_config(root))
+    config = write_config(root, pseudolabel={"shard_size": 8})  # 3 shards a group, as a part spans several
+    proc = snakemake(root, *targets, "-n", "-p", config=config)
     assert not (root / "results").exists()  # a dry run writes nothing
     return dry_run_jobs(proc.stdout)
 
