@@ -56,7 +56,7 @@ def test_registry_test_lists_are_the_authors_published_ids(registry):
     assert {name: set(s.test_cases) for name, s in registry.items() if s.test_cases} == published
 
 
-def write_cases(folder, cases):
+def _write_cases(folder, cases):
     folder.mkdir(parents=True, exist_ok=True)
     for case in cases:
         (folder / f"{case}.nii.gz").write_bytes(b"")
@@ -64,8 +64,8 @@ def write_cases(folder, cases):
 
 def test_explicit_test_cases_are_test_and_all_other_labelled_cases_train(tmp_path):
     cases = [f"c{i:02d}" for i in range(20)]
-    write_cases(tmp_path / "img", cases)
-    write_cases(tmp_path / "lab", cases[:18])  # c18, c19 unlabelled
+    _write_cases(tmp_path / "img", cases)
+    _write_cases(tmp_path / "lab", cases[:18])  # c18, c19 unlabelled
     (tmp_path / "r.yaml").write_text(yaml.safe_dump({"sources": {"s": {
         "images": "img/{case}.nii.gz", "labels": "lab/{case}.nii.gz", "label_values": {1: "liver"},
         "split": {"test": ["c03", "c07", "c19"]}}}}))  # fmt: skip
@@ -76,9 +76,9 @@ def test_explicit_test_cases_are_test_and_all_other_labelled_cases_train(tmp_pat
 
 
 def test_a_case_with_two_label_files_lists_both_and_a_case_with_one_lists_one(tmp_path):
-    write_cases(tmp_path / "img", ["a", "b"])
-    write_cases(tmp_path / "lab", ["a", "b"])
-    write_cases(tmp_path / "oar", ["a"])
+    _write_cases(tmp_path / "img", ["a", "b"])
+    _write_cases(tmp_path / "lab", ["a", "b"])
+    _write_cases(tmp_path / "oar", ["a"])
     (tmp_path / "r.yaml").write_text(yaml.safe_dump({"sources": {"s": {
         "images": "img/{case}.nii.gz", "labels": "lab/{case}.nii.gz", "label_values": {1: "liver"},
         "extra_label_sets": {"oar": {"labels": "oar/{case}.nii.gz", "label_values": {1: "heart"}},

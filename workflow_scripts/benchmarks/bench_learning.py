@@ -3,12 +3,12 @@ cohort with the `learn` preset on this machine's CPUs, scored against the phanto
 
 Every step is the factory's own: the gt stage's nnU-Net export of group 559 (run the demo up to it first:
 `bash workflow_scripts/run_demo.sh --until gt_group_dataset standardize`), planning and training in the job's own
-process (`python -m cadsflow.specialists`), shard inference (`python -m cadsflow.pseudolabel`, the preset's export), and the
-inverse of standardization (cadsflow.standardize.restore_label) onto each volume's original grid, where the phantom
-generator's masks are the truth. Prints per structure: volumes with the structure, median truth volume (ml), mean
-Dice over all volumes, over the volumes the model trained on and over the others; then the mean Dice of the structures
-larger than --large-ml (default 50 ml), the same per body region of the scored volumes (the training volumes are
-torsos), and the wall-clock and CPU seconds of each step.
+process (`python -m cadsflow.specialists`), shard inference (`python -m cadsflow.pseudolabel`, the preset's export),
+and the inverse of standardization (cadsflow.standardize.restore_label) onto each volume's original grid, where the
+phantom generator's masks are the truth. Prints per structure: volumes with the structure, median truth volume (ml),
+mean Dice over all volumes, over the volumes the model trained on and over the others; then the mean Dice of the
+structures larger than --large-ml (default 50 ml), the same per body region of the scored volumes (the training
+volumes are torsos), and the wall-clock and CPU seconds of each step.
 
     .venv/bin/python workflow_scripts/benchmarks/bench_learning.py [--results results] [--work /tmp/cads_learn] [--preset learn]
 """

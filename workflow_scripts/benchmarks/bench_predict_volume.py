@@ -112,7 +112,7 @@ def _predict_steps(predictor, image: Path, rules, new: bool, out: Path):
     from acvl_utils.cropping_and_padding.bounding_boxes import insert_crop_into_image
 
     from cadsflow.imageio import read_volume
-    from cadsflow.pseudolabel.infer import save_label_map, nearest_resize, predict_logits, preprocess
+    from cadsflow.pseudolabel.infer import nearest_resize, predict_logits, preprocess, save_label_map
     from cadsflow.pseudolabel.postprocess import clean_components, clean_components_per_structure
 
     seconds = {}

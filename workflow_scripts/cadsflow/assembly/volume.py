@@ -45,7 +45,7 @@ from cadsflow.assembly.provenance import (
 from cadsflow.assembly.ribs import RibSettings, refine_ribs, tubular_map
 from cadsflow.gt.provenance import EXACT_ORIGINS, read_provenance as read_gt_provenance
 from cadsflow.imageio import read_volume
-from cadsflow.layout import MapIndex
+from cadsflow.layout import MapFolders, MapIndex
 from cadsflow.pseudolabel.infer import file_digest, fingerprint, save_label_map, stored_fingerprint
 from cadsflow.labels import LabelSpace, load_label_space
 from cadsflow.validate import GRID_TOLERANCE_MM
@@ -53,7 +53,7 @@ from cadsflow.validate import GRID_TOLERANCE_MM
 log = logging.getLogger(__name__)
 
 # a flavor's prediction folder, its folders (one per prediction job), or their index
-FlavorMaps = str | Path | Sequence[str | Path] | MapIndex
+FlavorMaps = MapFolders | MapIndex
 
 
 @dataclass(frozen=True)
@@ -158,7 +158,7 @@ def assemble_batch(
 
 def flavor_indexes(flavor_dirs: Mapping[str, FlavorMaps]) -> dict[str, MapIndex]:
     """Flavor -> index of its maps over the folders given for it (one folder or a list of job folders)."""
-    return {flavor: _index(maps) for flavor, maps in flavor_dirs.items()}
+    return {flavor: MapIndex.of(maps) for flavor, maps in flavor_dirs.items()}
 
 
 def write_quarantined(volume_id: str, group: int, reason: str, out_dir: str | Path) -> list[AssemblyRow]:
@@ -255,17 +255,13 @@ def _flavor_paths(volume_id: str, flavor_dirs: Mapping[str, FlavorMaps], flavors
         if flavor not in flavor_dirs:
             raise KeyError(f"volume {volume_id}: the ranking selects flavor {flavor!r}, but no prediction folder "
                            f"was given for it (have {sorted(flavor_dirs)})")
-        index = _index(flavor_dirs[flavor])
+        index = MapIndex.of(flavor_dirs[flavor])
         path = index.get(volume_id)
         if path is None:
             where = ", ".join(str(f / f"{volume_id}.nii.gz") for f in index.folders)
             raise FileNotFoundError(f"volume {volume_id}: flavor {flavor!r} prediction {where} is missing")
         paths[flavor] = path
     return paths
-
-
-def _index(maps: FlavorMaps) -> MapIndex:
-    return MapIndex.of(maps)
 
 
 def _read_flavor_maps(volume_id: str, paths: Mapping[str, Path]):

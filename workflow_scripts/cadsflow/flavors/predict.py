@@ -50,6 +50,7 @@ from cadsflow.pseudolabel.postprocess import CleanupRules
 
 log = logging.getLogger(__name__)
 
+
 @dataclass(frozen=True)
 class FlavorModel:
     """One trained flavor model of a group: the nnU-Net model folder and fold its marker names."""

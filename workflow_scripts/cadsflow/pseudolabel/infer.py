@@ -124,7 +124,8 @@ def stored_fingerprint(path: str | Path) -> str | None:
 
 
 def predict_shard(model_dir: str | Path, fold: str, volume_dirs, out_dir: str | Path, group: int,
-                  device: str = "cpu", cleanup: CleanupRules | None = None, brain_dir: MapFolders | MapIndex | None = None,
+                  device: str = "cpu", cleanup: CleanupRules | None = None,
+                  brain_dir: MapFolders | MapIndex | None = None,
                   report_path: str | Path | None = None, checkpoint_name: str = CHECKPOINT_NAME,
                   tile_step_size: float = 0.5, label_resampling: str = "probabilities",
                   vertebrae_dir: MapFolders | MapIndex | None = None, image_transform: ImageTransform | None = None,
