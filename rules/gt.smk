@@ -55,6 +55,7 @@ rule gt_batch:
         volumes=lambda wc: BATCHES[wc.batch],
         source=lambda wc: SOURCES.get(gt_batch_source(wc.batch)),
         registration=GT_REGISTRATION_SETTINGS,
+        sparse_labels=config["gt"]["sparse_labels"],
     script:
         "../workflow_scripts/entry/gt_batch.py"
 

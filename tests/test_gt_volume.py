@@ -111,6 +111,34 @@ def test_sparse_saros_like_volume_is_interpolated_before_mapping(tmp_path, demo,
     assert {r.origin for r in rows} == {"interpolated"}
 
 
+def test_sparse_volume_in_ignore_mode_keeps_key_slices_exact_and_ignores_the_rest(tmp_path, demo, space):
+    saros = demo["demo_saros"]
+    truth = body_phantom((40, 36, 31))
+    sparse = sparsify(truth, 5, 255)
+    std = write_standardized(tmp_path / "std", "s1", "demo_saros", np.zeros(truth.shape, np.int16),
+                             {"label.nii.gz": sparse})
+    record = prepare_volume_gt("s1", saros, std, tmp_path / "gt", space=space, sparse_labels="ignore")
+    body = _load(tmp_path / "gt" / "group_559.nii.gz")
+    keys = np.flatnonzero((sparse != 255).all(axis=(0, 1)))
+    others = np.setdiff1d(np.arange(truth.shape[2]), keys)
+    assert record["sparse"]["mode"] == "ignore" and record["sparse"]["key_slices"] == len(keys) == 7
+    assert record["sparse"]["interpolated_slices"] == 0
+    assert (body[:, :, others] == ignore_label(559, space)).all()  # nobody looked: no loss there
+    interpolated = _load_interpolated(tmp_path, saros, truth, space)
+    assert np.array_equal(body[:, :, keys], interpolated[:, :, keys])  # the key slices map as in the paper's mode
+    origins = {r.origin for r in read_provenance(tmp_path / "gt" / "provenance.tsv")}
+    assert "source_gt" in origins and "unannotated" in origins and "interpolated" not in origins
+    with pytest.raises(ValueError, match="sparse_labels"):
+        prepare_volume_gt("s1", saros, std, tmp_path / "gt2", space=space, sparse_labels="nearest")
+
+
+def _load_interpolated(tmp_path, saros, truth, space):
+    std = write_standardized(tmp_path / "std_i", "s1", "demo_saros", np.zeros(truth.shape, np.int16),
+                             {"label.nii.gz": sparsify(truth, 5, 255)})
+    prepare_volume_gt("s1", saros, std, tmp_path / "gt_i", space=space)
+    return _load(tmp_path / "gt_i" / "group_559.nii.gz")
+
+
 def test_extra_label_set_is_combined_into_the_same_group_map(tmp_path, space):
     registry = tmp_path / "r.yaml"
     registry.write_text(

@@ -23,4 +23,5 @@ with to_log(snakemake.log[0]):  # noqa: F821
         snakemake.output[0],  # noqa: F821
         atlas=load_atlas(atlas_image, snakemake.input.atlas_labels) if atlas_image else None,  # noqa: F821
         registration=RegistrationSettings(**snakemake.params.registration),  # noqa: F821
+        sparse_labels=snakemake.params.sparse_labels,  # noqa: F821
     )

@@ -21,6 +21,13 @@ Slices beyond the first and last key slice stay unannotated: there is nothing to
 
 `nearest_slice_fill` (copy the nearest key slice) is the baseline the benchmark compares against; the factory uses
 shape-based interpolation.
+
+SPARSE_MODES: what the gt stage does with the unannotated slices (config gt.sparse_labels). `interpolate` (default,
+the paper: Online Methods 2.1) fills them as above; `ignore` leaves them unannotated, so they become nnU-Net's
+`ignore` label in every group map (cadsflow.gt.mapping) and train nothing: the model learns from the annotated
+slices only, as nnU-Net's ignore label (sparse annotation) intends. Thin
+structures that move between key slices (ribs) are where the two differ most (bench_learning_truth.py: the
+interpolated bones score 0.66 against the phantom, the key slices 1.00).
 """
 
 from __future__ import annotations
@@ -34,6 +41,8 @@ from scipy import ndimage
 SAROS_SLICE_STEP = 5  # SAROS (Online Methods 2.1, ref. 44): every 5th axial slice annotated
 SAROS_UNANNOTATED = 255  # SAROS: value of voxels on slices nobody annotated
 BACKGROUND = 0
+INTERPOLATE, IGNORE = "interpolate", "ignore"
+SPARSE_MODES = (INTERPOLATE, IGNORE)
 
 log = logging.getLogger(__name__)
 

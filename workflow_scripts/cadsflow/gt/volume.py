@@ -2,7 +2,8 @@
 
 Output directory (written atomically):
 - record.json: volume_id, source, status ("ok" | "skipped"), reason, groups written, label sets used, and for
-  sparse sources the interpolation summary
+  sparse sources the summary of their unannotated slices (interpolated, or left to nnU-Net's `ignore` label; see
+  cadsflow.gt.sparse.SPARSE_MODES)
 - group_<G>.nii.gz: uint8 label map of group G (ids = label_id_in_group, `ignore` = n+1), for every group in which
   the source labels a structure exactly, plus group 557 when atlas labels were registered
 - provenance.tsv: where each structure came from (see provenance.py)
@@ -37,7 +38,7 @@ from cadsflow.gt.mapping import (
     value_counts,
 )
 from cadsflow.gt.provenance import ProvenanceRow, write_provenance
-from cadsflow.gt.sparse import densify_sparse_labels
+from cadsflow.gt.sparse import INTERPOLATE, SPARSE_MODES, annotated_slices, densify_sparse_labels
 from cadsflow.imageio import save_nifti
 from cadsflow.labels import LabelSpace, load_label_space
 from cadsflow.sources import Source
@@ -53,8 +54,12 @@ def prepare_volume_gt(
     atlas: Atlas | None = None,
     registration: RegistrationSettings = RegistrationSettings(),
     space: LabelSpace | None = None,
+    sparse_labels: str = INTERPOLATE,
 ) -> dict:
-    """Write results/gt/{volume_id}/ for one standardized volume; return its record."""
+    """Write results/gt/{volume_id}/ for one standardized volume; return its record. `sparse_labels` says what a
+    sparse source's unannotated slices become (cadsflow.gt.sparse.SPARSE_MODES)."""
+    if sparse_labels not in SPARSE_MODES:
+        raise ValueError(f"sparse_labels must be one of {SPARSE_MODES}, not {sparse_labels!r}")
     space = space or load_label_space()
     std = Path(standardized_dir)
     std_record = _read_record(std / "record.json", volume_id)
@@ -65,7 +70,8 @@ def prepare_volume_gt(
             log.info("%s: no ground truth written: %s", volume_id, reason)
             record.update(status="skipped", reason=reason, groups=[], label_sets=[])
         else:
-            maps, rows, details = _build_group_maps(volume_id, source, std, atlas, registration, space)
+            maps, rows, details = _build_group_maps(volume_id, source, std, atlas, registration, space,
+                                                   sparse_labels)
             affine = nib.load(str(std / "image.nii.gz")).affine
             for group, data in sorted(maps.items()):
                 save_nifti(data, affine, tmp / f"group_{group}.nii.gz")
@@ -93,7 +99,7 @@ def _skip_reason(std_record: dict, source: Source | None, std: Path, atlas: Atla
     return ""
 
 
-def _build_group_maps(volume_id, source, std, atlas, registration, space):
+def _build_group_maps(volume_id, source, std, atlas, registration, space, sparse_labels=INTERPOLATE):
     where = f"volume {volume_id}"
     image = nib.load(str(std / "image.nii.gz"))
     spacing = tuple(float(z) for z in image.header.get_zooms()[:3])
@@ -110,8 +116,8 @@ def _build_group_maps(volume_id, source, std, atlas, registration, space):
             raise MappingError(f"{where}: {path} has shape {labels.shape}, the image {image.shape}")
         origin = "source_gt"
         if source.sparse_slices and label_set.name == "main":
-            labels, details["sparse"] = _densify(labels, label_set, spacing, f"{where}: {path}")
-            origin = "interpolated"
+            labels, details["sparse"] = _densify(labels, label_set, spacing, f"{where}: {path}", sparse_labels)
+            origin = "interpolated" if sparse_labels == INTERPOLATE else origin
         set_maps, set_rows = map_label_set(labels, label_set, space, f"{where}: {path}", origin)
         for group, data in set_maps.items():
             maps[group] = data if group not in maps else combine_group_maps(maps[group], data, group, space)
@@ -160,15 +166,22 @@ def combine_group_maps(first: np.ndarray, second: np.ndarray, group: int, space:
     return np.where(rank(second) >= rank(first), second, first).astype(np.uint8)
 
 
-def _densify(labels, label_set: LabelSet, spacing, where: str):
+def _densify(labels, label_set: LabelSet, spacing, where: str, mode: str = INTERPOLATE):
     unannotated = [v.value for v in label_set.label_values.values() if v.kind == "unannotated"]
     if len(unannotated) != 1:
         raise MappingError(
             f"{where}: a sparse source needs exactly one label value marked {{unannotated: true}}, found {unannotated}"
         )
+    if mode != INTERPOLATE:  # the unannotated value maps to `ignore` in every group (cadsflow.gt.mapping)
+        keys, partial = annotated_slices(labels, unannotated[0])
+        summary = {"unannotated_value": unannotated[0], "mode": mode, "key_slices": int(len(keys)),
+                   "interpolated_slices": 0, "partial_slices": int(partial.sum())}
+        log.info("%s: %s", where, summary)
+        return labels, summary
     dense = densify_sparse_labels(labels, unannotated[0], spacing)
     summary = {
         "unannotated_value": unannotated[0],
+        "mode": mode,
         "key_slices": int(len(dense.key_slices)),
         "interpolated_slices": dense.filled_slices,
         "partial_slices": dense.partial_slices,
@@ -185,6 +198,7 @@ def prepare_batch_gt(
     atlas: Atlas | None = None,
     registration: RegistrationSettings = RegistrationSettings(),
     space: LabelSpace | None = None,
+    sparse_labels: str = INTERPOLATE,
 ) -> list[dict]:
     """prepare_volume_gt for each volume of a standardize batch (one source): out_batch_dir/{volume_id}/."""
     space = space or load_label_space()
@@ -194,7 +208,7 @@ def prepare_batch_gt(
     for volume_id in volume_ids:
         records.append(
             prepare_volume_gt(volume_id, source, Path(standardized_batch_dir) / volume_id, out / volume_id,
-                              atlas, registration, space)
+                              atlas, registration, space, sparse_labels)
         )
     done = sum(r["status"] == "ok" for r in records)
     log.info("%s: %d of %d volumes with ground truth", out.name, done, len(records))
