@@ -14,6 +14,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
+import torch
 
 from helpers import REPO, spacing_affine, write_nifti
 
@@ -190,13 +191,28 @@ def test_pseudolabel_equals_nnunets_own_prediction_of_the_same_file(trained, mon
     ours = np.asanyarray(nib.load(out_dir / "vol_same.nii.gz").dataobj)
 
     monkeypatch.setenv("nnUNet_extTrainer", str(TRAINERS_DIR))  # nnU-Net looks the trainer up by name
-    predictor = load_predictor(record["model_dir"], "all", "cpu")
+    predictor = nnunets_own_predictor(record["model_dir"])  # nnU-Net's own loading and trainer lookup
+    ours_loaded = load_predictor(record["model_dir"], "all", "cpu")
+    assert (ours_loaded.trainer_name, ours_loaded.allowed_mirroring_axes, type(ours_loaded.network)) == (
+        predictor.trainer_name, predictor.allowed_mirroring_axes, type(predictor.network))
+    assert ours_loaded.configuration_manager.configuration == predictor.configuration_manager.configuration
+    ours_weights, weights = ours_loaded.network.state_dict(), predictor.network.state_dict()
+    assert ours_weights.keys() == weights.keys() and all(torch.equal(ours_weights[k], weights[k]) for k in weights)
     (root / "reference").mkdir()
     predictor.predict_from_files_sequential([[str(volume / "image.nii.gz")]], [str(root / "reference" / "vol_same")],
                                             save_probabilities=False, overwrite=True)
     reference = np.asanyarray(nib.load(root / "reference" / "vol_same.nii.gz").dataobj)
     assert reference.any()
     assert np.array_equal(ours, keep_largest_components(reference, load_cleanup_rules(GROUP)))
+
+
+def nnunets_own_predictor(model_dir):
+    from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
+
+    predictor = nnUNetPredictor(tile_step_size=0.5, use_gaussian=True, use_mirroring=False,
+                                perform_everything_on_device=False, device=torch.device("cpu"), allow_tqdm=False)
+    predictor.initialize_from_trained_model_folder(str(model_dir), use_folds=("all",))
+    return predictor
 
 
 def test_head_group_shard_predicts_where_the_brain_passes_and_empties_where_it_does_not(trained):

@@ -213,8 +213,7 @@ def load_predictor(model_dir: str | Path, fold: str, device: str, checkpoint_nam
         allow_tqdm=False,
     )
     try:
-        predictor.initialize_from_trained_model_folder(str(model_dir), use_folds=(fold,),
-                                                       checkpoint_name=checkpoint_name)
+        initialize_predictor(predictor, model_dir, fold, checkpoint_name)
     except Exception as exc:
         raise ModelLoadError(f"{model_dir}: cannot load fold {fold} ({checkpoint_name}): "
                              f"{type(exc).__name__}: {exc}") from exc
@@ -223,6 +222,40 @@ def load_predictor(model_dir: str | Path, fold: str, device: str, checkpoint_nam
         raise ModelLoadError(f"{model_dir}: planned with image reader {reader}; pseudo-labeling feeds arrays in "
                              f"the axis order of {SUPPORTED_READERS}")
     return predictor
+
+
+def initialize_predictor(predictor, model_dir: Path, fold: str, checkpoint_name: str = CHECKPOINT_NAME) -> None:
+    """nnUNetPredictor.initialize_from_trained_model_folder (nnunetv2 2.8.1) for one fold, with the checkpoint's trainer
+    class found by cadsflow.specialists.nnunet.find_trainer_class, as training finds it: nnU-Net's own lookup imports
+    every trainer module of its package before it reads nnUNet_extTrainer (0.8-1.2 s of every prediction job,
+    measured); both return the same class. A trainer with the old build_network_architecture signature goes through
+    nnU-Net's method unchanged."""
+    import inspect
+
+    import torch
+    from batchgenerators.utilities.file_and_folder_operations import load_json
+    from nnunetv2.utilities.label_handling.label_handling import determine_num_input_channels
+    from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
+
+    from cadsflow.specialists.nnunet import find_trainer_class
+
+    model_dir = Path(model_dir)
+    checkpoint = torch.load(model_dir / f"fold_{fold}" / checkpoint_name, map_location=torch.device("cpu"),
+                            weights_only=False)
+    trainer_class = find_trainer_class(checkpoint["trainer_name"])
+    if "plans_manager" not in inspect.signature(trainer_class.build_network_architecture).parameters:
+        predictor.initialize_from_trained_model_folder(str(model_dir), use_folds=(fold,),
+                                                       checkpoint_name=checkpoint_name)
+        return
+    dataset_json = load_json(str(model_dir / "dataset.json"))
+    plans = PlansManager(load_json(str(model_dir / "plans.json")))
+    configuration = plans.get_configuration(checkpoint["init_args"]["configuration"])
+    network = trainer_class.build_network_architecture(
+        plans, configuration, determine_num_input_channels(plans, configuration, dataset_json),
+        plans.get_label_manager(dataset_json).num_segmentation_heads, enable_deep_supervision=False)
+    network.load_state_dict(checkpoint["network_weights"])
+    predictor.manual_initialization(network, plans, configuration, [checkpoint["network_weights"]], dataset_json,
+                                    checkpoint["trainer_name"], checkpoint.get("inference_allowed_mirroring_axes"))
 
 
 def write_report(report: ShardReport, path: str | Path) -> None:
