@@ -81,3 +81,10 @@ def test_a_model_that_cannot_be_loaded_fails_the_job_naming_the_model_folder(tmp
     volume = standardized(tmp_path, "v1")
     with pytest.raises(ModelLoadError, match="no_model"):
         predict_shard(tmp_path / "no_model", "all", [volume], tmp_path / "551", 551)
+
+
+@pytest.mark.parametrize("brain_dir", [None, [], ()])
+def test_a_head_group_without_brain_folders_is_refused_before_any_volume(tmp_path, brain_dir):
+    with pytest.raises(ValueError, match="557 is a head group: predict_shard needs brain_dir"):
+        predict_shard(tmp_path / "model", "all", [], tmp_path / "out", 557, brain_dir=brain_dir)
+    assert not (tmp_path / "out").exists()

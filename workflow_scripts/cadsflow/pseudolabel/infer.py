@@ -145,10 +145,10 @@ def predict_shard(model_dir: str | Path, fold: str, volume_dirs, out_dir: str | 
     """
     model_dir = Path(model_dir)
     checkpoint = model_dir / f"fold_{fold}" / checkpoint_name
-    if is_head_group(group) and brain_dir is None:
+    brain_maps, vertebrae_maps = MapIndex.of(brain_dir), MapIndex.of(vertebrae_dir)
+    if is_head_group(group) and (brain_maps is None or not brain_maps.folders):  # None, or an empty list of folders
         raise ValueError(f"group {group} is a head group: predict_shard needs brain_dir (group 553's label maps)")
     cleanup = cleanup or CleanupRules(keep_largest={})
-    brain_maps, vertebrae_maps = MapIndex.of(brain_dir), MapIndex.of(vertebrae_dir)
     Path(out_dir).mkdir(parents=True, exist_ok=True)  # Snakemake checks that a declared directory exists
     report = ShardReport()
     predictor = None
