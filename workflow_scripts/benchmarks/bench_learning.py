@@ -87,6 +87,7 @@ def main(argv=None) -> int:
     rows = score(args.results, out, set(trained_on))
     print(f"group {GROUP}, preset {args.preset}: trained on {len(trained_on)} volumes ({', '.join(trained_on)}), "
           f"scored on {len(volumes)} demo volumes against the phantom truth on their original grids")
+    print(f"training truth of the sparse (SAROS-like) volumes: {sparse_modes(args.results, trained_on)}")
     print(f"target spacing {preset.target_spacing_mm} mm, schedule {preset.schedule}, network {preset.network}, "
           f"tile step {preset.tile_step_size}, label resampling {preset.label_resampling}, threads {args.threads}")
     print_table(rows, args.large_ml)
@@ -95,6 +96,21 @@ def main(argv=None) -> int:
           + "; CPU seconds: " + ", ".join(f"{k} {v:.0f}" for k, v in CPU_SECONDS.items())
           + f", total {sum(CPU_SECONDS.values()):.0f}")
     return 0
+
+
+def sparse_modes(results: Path, volume_ids) -> str:
+    """What the gt stage made of the training volumes' unannotated slices (config gt.sparse_labels), from their gt
+    records: e.g. "interpolate (2 volumes)"; "none" when no training volume is sparse."""
+    import json
+
+    modes: dict[str, int] = {}
+    for volume_id in volume_ids:
+        for record in results.glob(f"gt/*/{volume_id}/record.json"):
+            sparse = json.loads(record.read_text()).get("sparse")
+            if sparse:
+                mode = sparse.get("mode", "interpolate")  # records written before the option: interpolated
+                modes[mode] = modes.get(mode, 0) + 1
+    return ", ".join(f"{m} ({n} volumes)" for m, n in sorted(modes.items())) or "none"
 
 
 def run(cmd: list[str], env_extra: dict | None = None) -> float:
