@@ -2,15 +2,18 @@
 cohort with the `learn` preset on this machine's CPUs, scored against the phantoms' complete truth.
 
 Every step is the factory's own: the gt stage's nnU-Net export of group 559 (run the demo up to it first:
-`bash workflow_scripts/run_demo.sh --until gt_group_dataset standardize`), planning and training in the job's own
-process (`python -m cadsflow.specialists`), shard inference (`python -m cadsflow.pseudolabel`, the preset's export),
-and the inverse of standardization (cadsflow.standardize.restore_label) onto each volume's original grid, where the
-phantom generator's masks are the truth. Prints per structure: volumes with the structure, median truth volume (ml),
+`bash workflow_scripts/run_demo.sh --until gt_group_dataset standardize`), rebuilt by the gt stage's code with the
+SAROS-like volumes' unannotated slices left to nnU-Net's ignore label (--sparse-labels, default ignore; `interpolate`
+is the paper's shape-based interpolation and the demo's default, `results` the demo's export as it is), planning and
+training in the job's own process (`python -m cadsflow.specialists`), shard inference (`python -m
+cadsflow.pseudolabel`, the preset's export), and the inverse of standardization (cadsflow.standardize.restore_label)
+onto each volume's original grid, where the phantom generator's masks are the truth. Prints per structure: volumes with the structure, median truth volume (ml),
 mean Dice over all volumes, over the volumes the model trained on and over the others; then the mean Dice of the
 structures larger than --large-ml (default 50 ml), the same per body region of the scored volumes (the training
-volumes are torsos), and the wall-clock and CPU seconds of each step.
+volumes: a whole body and a torso), and the wall-clock and CPU seconds of each step.
 
     .venv/bin/python workflow_scripts/benchmarks/bench_learning.py [--results results] [--work /tmp/cads_learn] [--preset learn]
+        [--sparse-labels ignore|interpolate|results]
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from demo_truth_dice import demo_volumes, dice  # noqa: E402
 
 from cadsflow.demo import DEMO_COHORT_YAML  # noqa: E402
+from cadsflow.gt.sparse import IGNORE, SPARSE_MODES  # noqa: E402
 from cadsflow.imageio import read_volume  # noqa: E402
 from cadsflow.labels import load_label_space  # noqa: E402
 from cadsflow.standardize import restore_label  # noqa: E402
@@ -48,6 +52,12 @@ def main(argv=None) -> int:
     parser.add_argument("--preset", default="learn")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--large-ml", type=float, default=50.0)
+    parser.add_argument("--sparse-labels", choices=(*SPARSE_MODES, "results"), default=IGNORE,
+                        help="the sparse training volumes' unannotated slices: the gt stage's code rebuilds group "
+                        "559's dataset from the standardized volumes in this mode (gt.sparse_labels), or 'results' "
+                        "takes the demo run's own export as it is (default: %(default)s)")
+    parser.add_argument("--registry", type=Path, default=REPO / "resources" / "demo" / "registry.yaml",
+                        help="the demo run's source registry (for --sparse-labels other than 'results')")
     args = parser.parse_args(argv)
     raw_dataset = args.results / "specialists" / "nnUNet_raw" / DATASET
     if not (raw_dataset / "dataset.json").is_file():
@@ -63,7 +73,10 @@ def main(argv=None) -> int:
         shutil.rmtree(args.work)
     raw, pre, models = args.work / "raw", args.work / "preprocessed", args.work / "models"
     raw.mkdir(parents=True)
-    shutil.copytree(raw_dataset, raw / DATASET)
+    if args.sparse_labels == "results":
+        shutil.copytree(raw_dataset, raw / DATASET)
+    else:
+        export_dataset(args.results, raw_dataset, args.registry, args.sparse_labels, args.work / "gt", raw / DATASET)
     common = ["--group", str(GROUP), "--preset", args.preset, "--nnunet-raw", str(raw), "--nnunet-preprocessed",
               str(pre), "--nnunet-results", str(models), "--threads", str(args.threads)]
     seconds = {}
@@ -87,7 +100,8 @@ def main(argv=None) -> int:
     rows = score(args.results, out, set(trained_on))
     print(f"group {GROUP}, preset {args.preset}: trained on {len(trained_on)} volumes ({', '.join(trained_on)}), "
           f"scored on {len(volumes)} demo volumes against the phantom truth on their original grids")
-    print(f"training truth of the sparse (SAROS-like) volumes: {sparse_modes(args.results, trained_on)}")
+    gt_root = args.results if args.sparse_labels == "results" else args.work
+    print(f"training truth of the sparse (SAROS-like) volumes: {sparse_modes(gt_root, trained_on)}")
     print(f"target spacing {preset.target_spacing_mm} mm, schedule {preset.schedule}, network {preset.network}, "
           f"tile step {preset.tile_step_size}, label resampling {preset.label_resampling}, threads {args.threads}")
     print_table(rows, args.large_ml)
@@ -96,6 +110,29 @@ def main(argv=None) -> int:
           + "; CPU seconds: " + ", ".join(f"{k} {v:.0f}" for k, v in CPU_SECONDS.items())
           + f", total {sum(CPU_SECONDS.values()):.0f}")
     return 0
+
+
+def export_dataset(results: Path, demo_dataset: Path, registry: Path, mode: str, gt_dir: Path, out: Path) -> None:
+    """Group 559's nnU-Net dataset as the gt stage writes it (cadsflow.gt.volume.prepare_volume_gt, then
+    cadsflow.gt.nnunet_dataset.write_group_dataset), for the demo export's training volumes, from their standardized
+    volumes, with a sparse source's unannotated slices made `mode` (gt.sparse_labels)."""
+    import json
+
+    from cadsflow.gt.nnunet_dataset import CandidateVolume, write_group_dataset
+    from cadsflow.gt.training import GroupTraining
+    from cadsflow.gt.volume import prepare_volume_gt
+    from cadsflow.sources import load_registry
+
+    sources = load_registry(registry)
+    candidates = []
+    for label in sorted((demo_dataset / "labelsTr").glob("*.nii.gz")):
+        volume_id = label.name.removesuffix(".nii.gz")
+        standardized = next(results.glob(f"standardized/*/{volume_id}"))
+        source = json.loads((standardized / "record.json").read_text())["source"]
+        prepare_volume_gt(volume_id, sources[source], standardized, gt_dir / "export" / volume_id, sparse_labels=mode)
+        candidates.append(CandidateVolume(volume_id, source, str(standardized), str(gt_dir / "export" / volume_id)))
+    training = GroupTraining(GROUP, DATASET.split("_", 1)[1], "source", tuple(sorted({c.source for c in candidates})))
+    write_group_dataset(training, candidates, out)
 
 
 def sparse_modes(results: Path, volume_ids) -> str:
@@ -149,7 +186,7 @@ def print_table(rows: dict[str, tuple[list, list, list]], large_ml: float) -> No
 
 def print_by_region(rows: dict[str, tuple[list, list, list, list]], large_ml: float, regions: dict[str, str]) -> None:
     """Mean Dice of the structures over `large_ml` on the volumes of each body region of the demo cohort (the SAROS-like
-    training volumes are torsos: a head or a whole body shows the model anatomy it never saw)."""
+    training volumes are a whole body and a torso; the head volumes show the model heads of other sources)."""
     per_region: dict[str, list[float]] = {}
     volumes: dict[str, set[str]] = {}
     for ml, values, _, ids in rows.values():
