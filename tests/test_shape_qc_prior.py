@@ -164,3 +164,47 @@ def test_a_file_that_is_not_a_prior_is_rejected_with_its_name(tmp_path):
     torch.save({"something": 1}, path)
     with pytest.raises(ValueError, match="prior.pt: not a shape prior"):
         load_prior(path)
+
+
+def _with_unknown_slab(labels: np.ndarray, unknown: int, start: int = 19) -> np.ndarray:
+    """The map with its last slices (no structure there) marked `ignore`, as a sparse source's unannotated ends."""
+    out = labels.copy()
+    assert not out[start:].any()
+    out[start:] = unknown
+    return out
+
+
+def test_unknown_voxels_of_a_training_map_are_no_structure_no_boundary_and_no_point():
+    labels = _two_structures(4.0, 0)
+    unknown = 3
+    vol = prepare(_with_unknown_slab(labels, unknown), AFFINE, scale_mm=10.0, unknown=unknown)
+    assert np.allclose(vol.centroid_mm, prepare(labels, AFFINE, scale_mm=10.0).centroid_mm)
+    assert not np.any(vol.labels.ravel()[vol.boundary] == unknown)
+    coords, values = sample_points(vol, 2000, 0.5, 1.5, np.random.default_rng(0))
+    assert len(values) == 2000 and not np.any(values == unknown)
+    ijk = np.clip(np.rint((coords * 10.0 + vol.centroid_mm) / 2.0).astype(int), 0, 21)
+    assert np.array_equal(vol.labels[ijk[:, 0], ijk[:, 1], ijk[:, 2]], values)
+    uniform_background = np.count_nonzero(values == 0)
+    assert uniform_background > 0  # the known background is still sampled
+
+
+def test_a_prior_trains_on_ground_truth_with_unknown_slices_and_reconstructs_the_known_structures():
+    unknown = 3  # the `ignore` id of a two-structure group
+    training = [(name, _with_unknown_slab(labels, unknown), affine) for name, labels, affine in TRAINING]
+    prior, stats = train_prior(training, 551, ["ball", "box"], TINY, seed=3)
+    assert prior.meta.known == [True, True] and stats.losses[-1] < 0.5 * stats.losses[0]
+    target = _two_structures(4.8, -1)
+    recon = reconstruct(prior, prepare(target, AFFINE, prior.meta.coord_scale_mm), TINY, volume_rng(0, "new"))
+    for k in (1, 2):
+        assert _dice(recon.labels == k, target == k) > 0.8
+
+
+def test_the_ignore_id_is_refused_in_a_pseudo_label_and_accepted_in_ground_truth():
+    from cadsflow.shape_qc.sampling import LabelMapError, check_label_map
+
+    labels = _with_unknown_slab(_two_structures(4.0, 0), 3)
+    with pytest.raises(LabelMapError, match=r"label values \[3\] are not label ids of the group \(1..2\)"):
+        check_label_map(labels, AFFINE, 2, "pseudo.nii.gz")
+    assert check_label_map(labels, AFFINE, 2, "gt.nii.gz", allow_ignore=True).max() == 3
+    with pytest.raises(LabelMapError, match=r"\[4\].*1..2, 3 = ignore"):
+        check_label_map(np.full((4, 4, 4), 4, np.uint8), AFFINE, 2, "gt.nii.gz", allow_ignore=True)

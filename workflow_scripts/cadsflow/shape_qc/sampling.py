@@ -20,6 +20,12 @@ A fixed anatomical landmark would be steadier, but no landmark lies in every fie
 Sampling. Each training (and reconstruction) step draws fresh points: ``boundary_fraction`` of them at voxels
 where the label changes (any of the 6 neighbours differs), offset by Gaussian noise of ``boundary_jitter_mm``,
 the rest uniformly over the grid's extent. A point's label is that of its nearest voxel centre.
+
+Unknown voxels. A ground-truth map may hold the group's `ignore` id (n + 1; cadsflow.gt.mapping) where nobody knows
+the truth: a sparse source's unannotated slices, a union label. A training map read with ``allow_ignore`` keeps them;
+they are no structure (not foreground for the centroid and the extent), no boundary voxel is one of them, and a point
+whose nearest voxel is unknown is drawn again, so every point carries a known label, as nnU-Net gives such voxels no
+loss. Pseudo-labels never hold `ignore`: scoring reads them without it.
 """
 
 from __future__ import annotations
@@ -46,7 +52,8 @@ class LabelVolume:
     affine: np.ndarray  # voxel index -> RAS mm
     centroid_mm: np.ndarray  # the frame's origin: the foreground centroid
     scale_mm: float  # mm per normalised unit
-    boundary: np.ndarray  # flat indices of voxels with a differing 6-neighbour
+    boundary: np.ndarray  # flat indices of voxels with a differing 6-neighbour (unknown voxels excluded)
+    unknown: int | None = None  # the `ignore` id in a training map that holds it: no point takes this label
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -67,17 +74,19 @@ class LabelVolume:
         return (world - self.affine[:3, 3]) @ np.linalg.inv(self.affine[:3, :3]).T
 
 
-def read_label_map(path: str | Path, n_structures: int) -> tuple[np.ndarray, np.ndarray]:
-    """Read a group label map (labels 0..n_structures) as (uint8/uint16 array, affine); LabelMapError if unusable."""
+def read_label_map(path: str | Path, n_structures: int, allow_ignore: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Read a group label map (labels 0..n_structures, and n_structures + 1 = `ignore` if `allow_ignore`) as
+    (uint8/uint16 array, affine); LabelMapError if unusable."""
     try:
         vol = read_volume(path)
     except VolumeReadError as exc:
         raise LabelMapError(str(exc)) from exc
-    return check_label_map(vol.data, vol.affine, n_structures, str(path)), vol.affine
+    return check_label_map(vol.data, vol.affine, n_structures, str(path), allow_ignore), vol.affine
 
 
-def check_label_map(labels, affine, n_structures: int, name: str) -> np.ndarray:
-    """The label array as unsigned integers after checking shape, values and affine; LabelMapError naming `name`."""
+def check_label_map(labels, affine, n_structures: int, name: str, allow_ignore: bool = False) -> np.ndarray:
+    """The label array as unsigned integers after checking shape, values and affine; LabelMapError naming `name`.
+    With `allow_ignore` the group's `ignore` id (n_structures + 1) is a valid value (ground-truth maps)."""
     labels = np.asarray(labels)
     if labels.ndim != 3:
         raise LabelMapError(f"{name}: expected a 3-D label map, got shape {labels.shape}")
@@ -89,26 +98,40 @@ def check_label_map(labels, affine, n_structures: int, name: str) -> np.ndarray:
     except ValueError as exc:
         raise LabelMapError(f"{name}: {exc}") from None
     top = int(labels.max()) if labels.size else 0
-    if top > n_structures:
-        bad = np.unique(labels[labels > n_structures])
+    allowed = n_structures + 1 if allow_ignore else n_structures
+    if top > allowed:
+        bad = np.unique(labels[labels > allowed])
+        also = f", {n_structures + 1} = ignore" if allow_ignore else ""
         raise LabelMapError(f"{name}: label values {bad[:10].tolist()} are not label ids of the group "
-                            f"(1..{n_structures})")
-    return labels.astype(np.uint8 if n_structures < 256 else np.uint16, copy=False)
+                            f"(1..{n_structures}{also})")
+    return labels.astype(np.uint8 if n_structures < 255 else np.uint16, copy=False)
 
 
-def prepare(labels: np.ndarray, affine: np.ndarray, scale_mm: float, name: str = "label map") -> LabelVolume:
-    """Frame and boundary of a checked label map; LabelMapError if it holds no foreground (no centroid)."""
+def prepare(labels: np.ndarray, affine: np.ndarray, scale_mm: float, name: str = "label map",
+            unknown: int | None = None) -> LabelVolume:
+    """Frame and boundary of a checked label map; LabelMapError if it holds no foreground (no centroid).
+    `unknown`: the `ignore` id of a training map (see the module docstring), None for a map without one."""
     affine = np.asarray(affine, dtype=float)
-    centroid = foreground_centroid_mm(labels, affine)
+    if unknown is not None and not np.any(labels == unknown):
+        unknown = None  # nothing unknown: sample as any map
+    centroid = foreground_centroid_mm(labels, affine, unknown)
     if centroid is None:
         raise LabelMapError(f"{name}: empty label map (no voxel holds a label of the group)")
+    boundary = boundary_voxels(labels)
+    if unknown is not None:
+        boundary = boundary[labels.ravel()[boundary] != unknown]
     return LabelVolume(labels=labels, affine=affine, centroid_mm=centroid, scale_mm=float(scale_mm),
-                       boundary=boundary_voxels(labels))
+                       boundary=boundary, unknown=unknown)
 
 
-def foreground_centroid_mm(labels: np.ndarray, affine: np.ndarray) -> np.ndarray | None:
+def structure_voxels(labels: np.ndarray, unknown: int | None = None) -> tuple[np.ndarray, ...]:
+    """Indices of the voxels that hold a structure (not background, not `unknown`)."""
+    return np.nonzero(labels if unknown is None else (labels != 0) & (labels != unknown))
+
+
+def foreground_centroid_mm(labels: np.ndarray, affine: np.ndarray, unknown: int | None = None) -> np.ndarray | None:
     """RAS mm position of the mean foreground voxel, or None when there is none."""
-    idx = np.nonzero(labels)
+    idx = structure_voxels(labels, unknown)
     if not len(idx[0]):
         return None
     mean_ijk = np.array([i.mean() for i in idx])
@@ -129,9 +152,33 @@ def boundary_voxels(labels: np.ndarray) -> np.ndarray:
     return np.flatnonzero(edge)
 
 
+MAX_REDRAWS = 100  # rounds of redrawing points that fell on unknown voxels (each round keeps what it found)
+
+
 def sample_points(vol: LabelVolume, n: int, boundary_fraction: float, jitter_mm: float,
                   rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """`n` points of `vol`: normalised coordinates [n, 3] (float32) and their labels [n] (int64)."""
+    """`n` points of `vol`: normalised coordinates [n, 3] (float32) and their labels [n] (int64); none of them on an
+    unknown voxel (those are drawn again, in the same boundary/uniform proportion)."""
+    coords, labels = _draw_points(vol, n, boundary_fraction, jitter_mm, rng)
+    if vol.unknown is None:
+        return coords, labels
+    keep = labels != vol.unknown
+    coords, labels = coords[keep], labels[keep]
+    for _ in range(MAX_REDRAWS):
+        if len(labels) >= n:
+            break
+        more_coords, more_labels = _draw_points(vol, 2 * (n - len(labels)), boundary_fraction, jitter_mm, rng)
+        keep = more_labels != vol.unknown
+        coords = np.concatenate([coords, more_coords[keep]])
+        labels = np.concatenate([labels, more_labels[keep]])
+    if len(labels) < n:
+        raise LabelMapError(f"label map: fewer than {n} points on known voxels after {MAX_REDRAWS} rounds "
+                            "(almost every voxel is `ignore`)")
+    return coords[:n], labels[:n]
+
+
+def _draw_points(vol: LabelVolume, n: int, boundary_fraction: float, jitter_mm: float,
+                 rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     shape = np.asarray(vol.shape)
     n_boundary = int(round(n * boundary_fraction)) if len(vol.boundary) else 0
     picks = vol.boundary[rng.integers(0, len(vol.boundary), size=n_boundary)] if n_boundary else np.empty(0, int)
@@ -146,7 +193,7 @@ def sample_points(vol: LabelVolume, n: int, boundary_fraction: float, jitter_mm:
 
 def foreground_extent(vol: LabelVolume) -> tuple[np.ndarray, np.ndarray]:
     """Normalised-coordinate box (lo, hi) around every foreground voxel (its corners included)."""
-    idx = np.nonzero(vol.labels)
+    idx = structure_voxels(vol.labels, vol.unknown)
     lo = np.array([i.min() for i in idx]) - 0.5
     hi = np.array([i.max() for i in idx]) + 0.5
     corners = np.array(list(itertools.product(*zip(lo, hi))))

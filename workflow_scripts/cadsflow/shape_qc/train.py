@@ -58,7 +58,7 @@ def train_prior_from_files(label_paths: Sequence[str | Path], group: int, preset
     ids = list(volume_ids) if volume_ids is not None else [volume_id_of(p) for p in label_paths]
     maps = []
     for volume_id, path in zip(ids, label_paths):
-        labels, affine = read_label_map(path, len(structures))
+        labels, affine = read_label_map(path, len(structures), allow_ignore=True)  # ground truth: `ignore` = unknown
         maps.append((volume_id, labels, affine))
     return train_prior(maps, group, structures, preset, seed, threads=threads, device=device,
                        preset_name=preset_name)
@@ -67,12 +67,13 @@ def train_prior_from_files(label_paths: Sequence[str | Path], group: int, preset
 def train_prior(label_maps: Sequence[tuple[str, np.ndarray, np.ndarray]], group: int, structures: Sequence[str],
                 preset: ShapeQcPreset, seed: int = 0, threads: int | None = None, device: str | None = None,
                 preset_name: str = "") -> tuple[ShapePrior, TrainingStats]:
-    """Train decoder and codes on (volume_id, labels, affine) maps whose labels are the group's ids."""
+    """Train decoder and codes on (volume_id, labels, affine) maps whose labels are the group's ids (and its `ignore`
+    id, len(structures) + 1, where the truth is unknown: no point is drawn there; see sampling.py)."""
     if threads:
         torch.set_num_threads(threads)
     device = device or preset.device
     stats = TrainingStats()
-    volumes, ids = _prepared(label_maps, preset, stats)
+    volumes, ids = _prepared(label_maps, preset, stats, len(structures))
     meta = _meta(volumes, ids, group, structures, preset, seed, preset_name)
     rng = np.random.default_rng(seed)
     start = time.perf_counter()
@@ -153,14 +154,16 @@ def volume_id_of(path: str | Path) -> str:
 # -- helpers ---------------------------------------------------------------------------------------------------
 
 
-def _prepared(label_maps, preset: ShapeQcPreset, stats: TrainingStats) -> tuple[list[LabelVolume], list[str]]:
+def _prepared(label_maps, preset: ShapeQcPreset, stats: TrainingStats, n_structures: int
+              ) -> tuple[list[LabelVolume], list[str]]:
     volumes, ids = [], []
     for volume_id, labels, affine in label_maps:
-        if not np.any(labels):
+        unknown = n_structures + 1
+        if not np.any((labels != 0) & (labels != unknown)):
             log.warning("training map %s holds no structure of the group: skipped", volume_id)
             stats.skipped.append(volume_id)
             continue
-        volumes.append(prepare(labels, affine, preset.coord_scale_mm, volume_id))
+        volumes.append(prepare(labels, affine, preset.coord_scale_mm, volume_id, unknown=unknown))
         ids.append(volume_id)
     if not volumes:
         raise LabelMapError("no training label map holds any structure of the group")
