@@ -1,16 +1,18 @@
 """Proof that the factory's training path learns: one specialist (group 559, body regions) trained on the demo
 cohort with the `learn` preset on this machine's CPUs, scored against the phantoms' complete truth.
 
-Every step is the factory's own: the gt stage's nnU-Net export of group 559 (run the demo up to it first:
-`bash workflow_scripts/run_demo.sh --until gt_group_dataset standardize`), rebuilt by the gt stage's code with the
+Every step is the factory's own: the gt stage's nnU-Net export of group 559 (run the demo up to it, and every volume
+standardized, first: `bash workflow_scripts/run_demo.sh results/quarantine/quarantine.tsv
+results/specialists/nnUNet_raw/Dataset559_BodyRegions/dataset.json`), rebuilt by the gt stage's code with the
 SAROS-like volumes' unannotated slices left to nnU-Net's ignore label (--sparse-labels, default ignore; `interpolate`
 is the paper's shape-based interpolation and the demo's default, `results` the demo's export as it is), planning and
 training in the job's own process (`python -m cadsflow.specialists`), shard inference (`python -m
 cadsflow.pseudolabel`, the preset's export), and the inverse of standardization (cadsflow.standardize.restore_label)
-onto each volume's original grid, where the phantom generator's masks are the truth. Prints per structure: volumes with the structure, median truth volume (ml),
-mean Dice over all volumes, over the volumes the model trained on and over the others; then the mean Dice of the
-structures larger than --large-ml (default 50 ml), the same per body region of the scored volumes (the training
-volumes: a whole body and a torso), and the wall-clock and CPU seconds of each step.
+onto each volume's original grid, where the phantom generator's masks are the truth. Prints per structure: volumes
+with the structure, median truth volume (ml), mean Dice over all volumes, over the volumes the model trained on and
+over the others; then the mean Dice of the structures larger than --large-ml (default 50 ml), the same per body
+region of the scored volumes (the training volumes: a whole body and a torso), and the wall-clock and CPU seconds of
+each step.
 
     .venv/bin/python workflow_scripts/benchmarks/bench_learning.py [--results results] [--work /tmp/cads_learn] [--preset learn]
         [--sparse-labels ignore|interpolate|results]
@@ -43,6 +45,10 @@ REPO = Path(__file__).resolve().parents[2]
 GROUP = 559
 DATASET = "Dataset559_BodyRegions"
 CPU_SECONDS: dict[str, float] = {}  # per step, filled by run()
+# What the bench needs of a demo run, as Snakemake targets: the quarantine table (every volume standardized) and the gt
+# stage's group-559 export. File targets, not `--until`: Snakemake 9.27 stops a fresh run `--until gt_group_dataset
+# standardize` with "BUG: Out of jobs ready to be started" (snakemake/snakemake#823) before any gt job.
+PREREQUISITES = f"results/quarantine/quarantine.tsv results/specialists/nnUNet_raw/{DATASET}/dataset.json"
 
 
 def main(argv=None) -> int:
@@ -61,14 +67,12 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     raw_dataset = args.results / "specialists" / "nnUNet_raw" / DATASET
     if not (raw_dataset / "dataset.json").is_file():
-        raise SystemExit(f"{raw_dataset}: missing; run "
-                         "`bash workflow_scripts/run_demo.sh --until gt_group_dataset standardize`")
+        raise SystemExit(f"{raw_dataset}: missing; run `bash workflow_scripts/run_demo.sh {PREREQUISITES}`")
     missing = [v for v, _ in demo_volumes(DEMO_COHORT_YAML)
                if not any(args.results.glob(f"standardized/*/{v}/record.json"))]
     if missing:  # checked before minutes of training, not after
         raise SystemExit(f"{args.results}/standardized: {len(missing)} demo volumes not standardized "
-                         f"({', '.join(missing)}); run `bash workflow_scripts/run_demo.sh --until gt_group_dataset "
-                         "standardize`")
+                         f"({', '.join(missing)}); run `bash workflow_scripts/run_demo.sh {PREREQUISITES}`")
     if args.work.exists():
         shutil.rmtree(args.work)
     raw, pre, models = args.work / "raw", args.work / "preprocessed", args.work / "models"
