@@ -18,9 +18,12 @@ import torch
 
 from helpers import REPO, spacing_affine, write_nifti
 
-from cadsflow.pseudolabel.infer import FAILED, OK, SKIPPED_NO_BRAIN, load_predictor, read_report, running_marker
+from cadsflow.pseudolabel.cpu_predictor import CpuPredictor
+from cadsflow.pseudolabel.infer import (FAILED, OK, SKIPPED_NO_BRAIN, load_predictor, predict_array, read_report,
+                                        running_marker)
 from cadsflow.pseudolabel.postprocess import BRAIN_MIN_VOXELS, brain_label_id, keep_largest_components, load_cleanup_rules
-from cadsflow.specialists.nnunet import TRAINERS_DIR, NnunetDirs, nnunet_env
+from cadsflow.specialists.nnunet import (NETWORK_FROM_PLANS, NETWORK_RECORD, TRAINERS_DIR, NnunetDirs, nnunet_env,
+                                        read_network_record)
 from cadsflow.specialists.train import read_marker
 
 pytestmark = pytest.mark.slow
@@ -213,6 +216,47 @@ def nnunets_own_predictor(model_dir):
                                 perform_everything_on_device=False, device=torch.device("cpu"), allow_tqdm=False)
     predictor.initialize_from_trained_model_folder(str(model_dir), use_folds=("all",))
     return predictor
+
+
+def test_cpu_predictor_is_nnunets_model_without_its_inference_module(trained, monkeypatch):
+    """Training records that the smoke trainer builds its network from the plans; CPU inference with `nearest`
+    labels then loads the same network and weights without nnU-Net's inference module or the trainer class and
+    predicts the same labels as an nnUNetPredictor of the same model. A record naming another trainer than the
+    checkpoint's, or none (a model trained elsewhere), loads through nnU-Net."""
+    root, dirs, marker, record = trained
+    fold_dir = Path(record["model_dir"]) / "fold_all"
+    assert read_network_record(fold_dir) == {"trainer": "nnUNetTrainerCadsSmoke", "network": NETWORK_FROM_PLANS}
+    monkeypatch.setenv("nnUNet_extTrainer", str(TRAINERS_DIR))
+    light = load_predictor(record["model_dir"], "all", "cpu", label_resampling="nearest")
+    full = load_predictor(record["model_dir"], "all", "cpu", label_resampling="probabilities")
+    assert isinstance(light, CpuPredictor) and not isinstance(full, CpuPredictor)
+    assert (light.trainer_name, light.allowed_mirroring_axes, type(light.network)) == (
+        full.trainer_name, full.allowed_mirroring_axes, type(full.network))
+    light_weights, weights = light.network.state_dict(), full.network.state_dict()
+    assert light_weights.keys() == weights.keys() and all(torch.equal(light_weights[k], weights[k]) for k in weights)
+    image = phantom(41)[0].astype(np.float32).transpose(2, 1, 0)[None]
+    labels = predict_array(light, image, [1.5, 1.5, 1.5], "nearest")
+    assert labels.any() and np.array_equal(labels, predict_array(full, image, [1.5, 1.5, 1.5], "nearest"))
+    with pytest.raises(ValueError, match="probabilities"):
+        predict_array(light, image, [1.5, 1.5, 1.5], "probabilities")
+
+    probe = ("import sys; from cadsflow.pseudolabel.infer import load_predictor; "
+             f"p = load_predictor({record['model_dir']!r}, 'all', 'cpu', label_resampling='nearest'); "
+             "print(type(p).__name__, 'torch._dynamo' in sys.modules, 'seaborn' in sys.modules)")
+    env = {**os.environ, "PYTHONPATH": str(REPO / "workflow_scripts")}
+    printed = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, timeout=120)
+    assert printed.stdout.split() == ["CpuPredictor", "False", "False"], printed.stderr
+
+    saved = (fold_dir / NETWORK_RECORD).read_text()
+    try:
+        (fold_dir / NETWORK_RECORD).write_text(json.dumps({"trainer": "SomeOtherTrainer", "network": "plans"}))
+        assert not isinstance(load_predictor(record["model_dir"], "all", "cpu", label_resampling="nearest"),
+                              CpuPredictor)
+        (fold_dir / NETWORK_RECORD).unlink()
+        assert not isinstance(load_predictor(record["model_dir"], "all", "cpu", label_resampling="nearest"),
+                              CpuPredictor)
+    finally:
+        (fold_dir / NETWORK_RECORD).write_text(saved)
 
 
 def test_head_group_shard_predicts_where_the_brain_passes_and_empties_where_it_does_not(trained):

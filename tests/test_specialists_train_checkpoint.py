@@ -13,9 +13,13 @@ from pathlib import Path
 import pytest
 
 import cadsflow.specialists.train as train
-from cadsflow.specialists.nnunet import NnunetDirs, nnunet_env
+from cadsflow.specialists.nnunet import NETWORK_FROM_TRAINER, NnunetDirs, nnunet_env, read_network_record
 from cadsflow.specialists.presets import load_preset
 from cadsflow.specialists.train import CHECKPOINT_NAME, TrainingError, read_marker, train_specialist
+
+
+class FakeTrainer:
+    """What the replaced training returns: the trainer class (it defines no network, so none is assumed)."""
 
 
 @pytest.fixture
@@ -29,7 +33,7 @@ def setup(tmp_path, monkeypatch):
     fold_dir = dirs.model_dir("Dataset551_Organs", preset) / f"fold_{preset.fold}"
     fold_dir.mkdir(parents=True)
     calls = []
-    monkeypatch.setattr(train, "run_nnunet_training", lambda group, p: calls.append((group, p.name)))
+    monkeypatch.setattr(train, "run_nnunet_training", lambda group, p: calls.append((group, p.name)) or FakeTrainer)
     return dirs, preset, planned, fold_dir, calls
 
 
@@ -57,18 +61,20 @@ def test_a_final_checkpoint_older_than_the_planning_is_removed_and_not_taken_for
 def test_a_checkpoint_written_by_the_training_gives_a_marker_naming_it(tmp_path, setup, monkeypatch):
     dirs, preset, planned, fold_dir, calls = setup
     monkeypatch.setattr(train, "run_nnunet_training",
-                        lambda group, p: (fold_dir / CHECKPOINT_NAME).write_bytes(b"weights"))
+                        lambda group, p: (fold_dir / CHECKPOINT_NAME).write_bytes(b"weights") and FakeTrainer)
     marker = tmp_path / "551.done"
     record = train_specialist(551, planned, preset, dirs, marker, tmp_path / "train.log")
     assert read_marker(marker) == record
     assert record["checkpoint"] == str((fold_dir / CHECKPOINT_NAME).resolve())
     assert record["model_dir"] == str(fold_dir.parent.resolve()) and record["fold"] == preset.fold
+    # beside the checkpoint: which trainer trained it, and that only the trainer can build its network
+    assert read_network_record(fold_dir) == {"trainer": "FakeTrainer", "network": NETWORK_FROM_TRAINER}
 
 
 def test_a_marker_names_its_model_relative_to_itself_so_a_moved_run_still_finds_it(tmp_path, setup, monkeypatch):
     dirs, preset, planned, fold_dir, calls = setup
     monkeypatch.setattr(train, "run_nnunet_training",
-                        lambda group, p: (fold_dir / CHECKPOINT_NAME).write_bytes(b"weights"))
+                        lambda group, p: (fold_dir / CHECKPOINT_NAME).write_bytes(b"weights") and FakeTrainer)
     train_specialist(551, planned, preset, dirs, tmp_path / "551.done", tmp_path / "train.log")
     on_disk = json.loads((tmp_path / "551.done").read_text())
     assert not os.path.isabs(on_disk["model_dir"]) and not os.path.isabs(on_disk["checkpoint"])

@@ -157,7 +157,8 @@ class ModelCache:
             with times.step(f"load {group}"), contextlib.redirect_stdout(io.StringIO()) as printed:
                 self._predictors[group] = load_predictor(model.model_dir, model.fold, self.settings.device,
                                                          model.checkpoint_name,
-                                                         self.settings.inference.tile_step_size)
+                                                         self.settings.inference.tile_step_size,
+                                                         self.settings.inference.label_resampling)
             log.debug("nnU-Net loading group %s's model printed: %s", group, printed.getvalue())  # trainer lookup
         return self._predictors[group]
 

@@ -173,7 +173,8 @@ def predict_shard(model_dir: str | Path, fold: str, volume_dirs, out_dir: str | 
                 report.outcomes.append(job.outcome)
                 continue
             if predictor is None:
-                predictor = load_predictor(model_dir, fold, device, checkpoint_name, tile_step_size)
+                predictor = load_predictor(model_dir, fold, device, checkpoint_name, tile_step_size,
+                                           label_resampling)
                 report.model_loads += 1
             started = time.monotonic()
             _predict_volume(predictor, job, group, cleanup, label_resampling, image_transform)
@@ -194,14 +195,39 @@ def predict_shard(model_dir: str | Path, fold: str, volume_dirs, out_dir: str | 
 
 
 def load_predictor(model_dir: str | Path, fold: str, device: str, checkpoint_name: str = CHECKPOINT_NAME,
-                   tile_step_size: float = 0.5):
-    """An nnUNetPredictor with the trained weights loaded; mirroring off (Online Methods 6.1)."""
-    import torch
-    from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
+                   tile_step_size: float = 0.5, label_resampling: str = "probabilities"):
+    """The trained model of one fold, loaded for inference; mirroring off (Online Methods 6.1).
 
+    For CPU inference with `nearest` label resampling of a model whose trainer builds its network from the plans
+    (as training recorded), a CpuPredictor (cadsflow.pseudolabel.cpu_predictor: the same network and weights,
+    without importing nnU-Net's inference module or the trainer); otherwise an nnUNetPredictor.
+    """
     model_dir = Path(model_dir)
     log.info("model load: %s fold %s checkpoint %s on %s, tile step %.2f", model_dir, fold, checkpoint_name, device,
              tile_step_size)
+    try:
+        predictor = None
+        if device == "cpu" and label_resampling == "nearest":
+            from cadsflow.pseudolabel.cpu_predictor import load_cpu_predictor, network_from_plans
+
+            if network_from_plans(model_dir, fold):
+                predictor = load_cpu_predictor(model_dir, fold, checkpoint_name, tile_step_size)
+        if predictor is None:
+            predictor = _nnunet_predictor(model_dir, fold, device, checkpoint_name, tile_step_size)
+    except Exception as exc:
+        raise ModelLoadError(f"{model_dir}: cannot load fold {fold} ({checkpoint_name}): "
+                             f"{type(exc).__name__}: {exc}") from exc
+    reader = predictor.plans_manager.image_reader_writer_class.__name__
+    if reader not in SUPPORTED_READERS:
+        raise ModelLoadError(f"{model_dir}: planned with image reader {reader}; pseudo-labeling feeds arrays in "
+                             f"the axis order of {SUPPORTED_READERS}")
+    return predictor
+
+
+def _nnunet_predictor(model_dir: Path, fold: str, device: str, checkpoint_name: str, tile_step_size: float):
+    import torch
+    from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
+
     predictor = nnUNetPredictor(
         tile_step_size=tile_step_size,
         use_gaussian=True,
@@ -212,15 +238,7 @@ def load_predictor(model_dir: str | Path, fold: str, device: str, checkpoint_nam
         verbose_preprocessing=False,
         allow_tqdm=False,
     )
-    try:
-        initialize_predictor(predictor, model_dir, fold, checkpoint_name)
-    except Exception as exc:
-        raise ModelLoadError(f"{model_dir}: cannot load fold {fold} ({checkpoint_name}): "
-                             f"{type(exc).__name__}: {exc}") from exc
-    reader = predictor.plans_manager.image_reader_writer_class.__name__
-    if reader not in SUPPORTED_READERS:
-        raise ModelLoadError(f"{model_dir}: planned with image reader {reader}; pseudo-labeling feeds arrays in "
-                             f"the axis order of {SUPPORTED_READERS}")
+    initialize_predictor(predictor, model_dir, fold, checkpoint_name)
     return predictor
 
 
@@ -398,6 +416,9 @@ def predict_array(predictor, data: np.ndarray, spacing, label_resampling: str = 
     quantised to the model's spacing. Preprocessing, cropping and the sliding window are nnU-Net's in both.
     """
     if label_resampling == "probabilities":
+        if not hasattr(predictor, "predict_single_npy_array"):
+            raise ValueError("label_resampling 'probabilities' is nnU-Net's export: load the model with "
+                             "load_predictor(..., label_resampling='probabilities')")
         return predictor.predict_single_npy_array(data, {"spacing": list(spacing)}, None, None, False)
     if label_resampling != "nearest":
         raise ValueError(f"label_resampling must be 'probabilities' or 'nearest', got {label_resampling!r}")

@@ -93,3 +93,51 @@ def _import_from(source: Path) -> types.ModuleType:
         return importlib.import_module(source.stem)
     finally:
         sys.path.remove(folder)
+
+
+# -- how a trained model's network is built --------------------------------------------------------------------
+# Written beside each checkpoint by training (cadsflow.specialists.train): whether the trainer builds its network
+# from the plans alone (nnU-Net's own build_network_architecture, which every Cads trainer inherits). Inference can
+# then build the network without importing the trainer (cadsflow.pseudolabel.cpu_predictor).
+NETWORK_RECORD = "cads_network.json"
+NETWORK_FROM_PLANS = "plans"  # nnUNetTrainer.build_network_architecture: get_network_from_plans
+NETWORK_FROM_TRAINER = "trainer"  # the trainer overrides it: only the trainer class can build the network
+
+
+NNUNET_TRAINER = ("nnunetv2.training.nnUNetTrainer.nnUNetTrainer", "nnUNetTrainer")  # module, class
+
+
+def network_source(trainer_class: type) -> str:
+    """NETWORK_FROM_PLANS when the class of `trainer_class`'s MRO that defines build_network_architecture is nnU-Net's
+    nnUNetTrainer itself, else NETWORK_FROM_TRAINER (also for a class that defines none: nothing is assumed)."""
+    for klass in trainer_class.__mro__:
+        if "build_network_architecture" in vars(klass):
+            own = (klass.__module__, klass.__qualname__) == NNUNET_TRAINER
+            return NETWORK_FROM_PLANS if own else NETWORK_FROM_TRAINER
+    return NETWORK_FROM_TRAINER
+
+
+def write_network_record(fold_dir: str | Path, trainer_class: type) -> Path:
+    """Record, beside the fold's checkpoints, which trainer trained them and where its network comes from."""
+    import json
+
+    from cadsflow.atomic import atomic_path
+
+    path = Path(fold_dir) / NETWORK_RECORD
+    record = {"trainer": trainer_class.__name__, "network": network_source(trainer_class)}
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(record) + "\n")
+    return path
+
+
+def read_network_record(fold_dir: str | Path) -> dict | None:
+    """The fold's network record, or None when there is none or it is not one (a model trained elsewhere)."""
+    import json
+
+    try:
+        record = json.loads((Path(fold_dir) / NETWORK_RECORD).read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(record, dict) or not {"trainer", "network"} <= set(record):
+        return None
+    return record

@@ -13,12 +13,15 @@ So the steps here call nnU-Net's own classes directly:
 The planner is nnU-Net's (`preset.planner`, found by name in nnU-Net's package as `-pl` would find it); a preset may
 narrow its network (`network.base_features`, `network.max_features`) through the planner's own attributes, so the
 patch size and the architecture in the plans stay consistent (nnU-Net derives the patch from the network's memory
-estimate). nnU-Net reads its folders from the environment at call time: the job's entry sets them
+estimate); a preset may also set the spline order of the plans' image resampling (`image_resampling_order`, written
+into every configuration's `resampling_fn_data_kwargs`, which nnU-Net's preprocessing reads for training and
+inference alike). nnU-Net reads its folders from the environment at call time: the job's entry sets them
 (cadsflow.specialists.__main__), and `check_nnunet_folders` refuses to run against other folders.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from pathlib import Path
@@ -67,7 +70,26 @@ def plan(dataset_id: int, dataset_name: str, preset: Preset) -> Path:
     plans_file = Path(str(nnUNet_preprocessed)) / dataset_name / f"{preset.plans}.json"
     if not plans_file.is_file():
         raise PlanningError(f"{dataset_name}: nnU-Net's planner {preset.planner} wrote no {plans_file}")
+    if preset.image_resampling_order is not None:
+        set_image_resampling_order(plans_file, preset.image_resampling_order)
     return plans_file
+
+
+def set_image_resampling_order(plans_file: Path, order: int) -> None:
+    """Write `order` as the image resampling's spline order of every configuration of a plans file (nnU-Net's
+    planner writes 3). Labels (`resampling_fn_seg_kwargs`) and probabilities keep the planner's orders."""
+    from cadsflow.atomic import atomic_path
+
+    plans = _load_json(plans_file)
+    for name, configuration in plans.get("configurations", {}).items():
+        kwargs = configuration.get("resampling_fn_data_kwargs")
+        if kwargs is None:
+            if "inherits_from" in configuration:
+                continue  # the parent's kwargs apply
+            raise PlanningError(f"{plans_file}: configuration {name} has no resampling_fn_data_kwargs to set")
+        kwargs["order"] = int(order)
+    with atomic_path(plans_file) as tmp:
+        Path(tmp).write_text(json.dumps(plans, indent=4))
 
 
 def extract_fingerprint(dataset_id: int, num_processes: int, samples: int | None = None) -> dict:
@@ -177,6 +199,4 @@ def _serial_fingerprint(extractor) -> dict:
 
 
 def _load_json(path: Path) -> dict:
-    import json
-
     return json.loads(path.read_text())

@@ -18,7 +18,8 @@ SCHEDULE_KEYS = ("epochs", "iterations_per_epoch", "val_iterations_per_epoch")
 NETWORK_KEYS = ("base_features", "max_features")
 LABEL_RESAMPLING = ("probabilities", "nearest")  # cadsflow.pseudolabel.infer.predict_array
 _FIELDS = (
-    "trainer", "schedule", "plans", "planner", "gpu_memory_target_gb", "target_spacing_mm", "network",
+    "trainer", "schedule", "plans", "planner", "gpu_memory_target_gb", "target_spacing_mm", "image_resampling_order",
+    "network",
     "configuration", "fold", "device", "threads", "num_processes", "verify_dataset_integrity", "fingerprint_samples", "shard_size",
     "tile_step_size", "label_resampling", "gpus", "gpu_model",
     "plan_runtime_min", "train_runtime_min", "infer_runtime_min_per_volume", "mem_mb",
@@ -38,6 +39,7 @@ class Preset:
     planner: str
     gpu_memory_target_gb: float | None
     target_spacing_mm: tuple[float, float, float] | None
+    image_resampling_order: int | None  # spline order of the image resampling in the plans; None keeps nnU-Net's 3
     network: dict[str, int | None]  # base_features / max_features of nnU-Net's planner; None keeps nnU-Net's
     configuration: str
     fold: str  # "all" or "0".."4", as nnU-Net names fold folders
@@ -60,7 +62,7 @@ class Preset:
     def model_settings(self) -> str:
         """The fields that shape a trained model; a change replans and retrains, inference-only fields do not."""
         fields = ("trainer", "schedule", "plans", "planner", "gpu_memory_target_gb", "target_spacing_mm",
-                  "network", "fingerprint_samples", "configuration", "fold")
+                  "image_resampling_order", "network", "fingerprint_samples", "configuration", "fold")
         return ", ".join(f"{k}={getattr(self, k)!r}" for k in fields)
 
     @property
@@ -92,6 +94,7 @@ def load_preset(name: str, path: str | Path = PRESETS_YAML) -> Preset:
         planner=str(entry["planner"]),
         gpu_memory_target_gb=_optional_float(entry["gpu_memory_target_gb"], f"{where}: gpu_memory_target_gb"),
         target_spacing_mm=_spacing(entry["target_spacing_mm"], where),
+        image_resampling_order=_resampling_order(entry["image_resampling_order"], where),
         network=_network(entry["network"], where),
         configuration=str(entry["configuration"]),
         fold=_fold(entry["fold"], where),
@@ -143,6 +146,15 @@ def _spacing(value, where: str) -> tuple[float, float, float] | None:
     if not isinstance(value, (list, tuple)) or len(value) != 3 or not all(_is_number(v) and v > 0 for v in value):
         raise PresetError(f"{where}: target_spacing_mm must be null or three positive numbers (mm), got {value!r}")
     return tuple(float(v) for v in value)
+
+
+def _resampling_order(value, where: str) -> int | None:
+    if value is None:
+        return None
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= 5:
+        raise PresetError(f"{where}: image_resampling_order must be null (nnU-Net's 3) or a spline order 0-5, "
+                          f"got {value!r}")
+    return value
 
 
 def _tile_step(value, where: str) -> float:

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from cadsflow.atomic import write_text
 from cadsflow.labels import GROUP_IDS
-from cadsflow.specialists.nnunet import NnunetDirs, find_trainer_class, nnunet_env
+from cadsflow.specialists.nnunet import NnunetDirs, find_trainer_class, nnunet_env, write_network_record
 from cadsflow.specialists.planning import PlanningError, check_nnunet_folders, plan_and_preprocess
 from cadsflow.specialists.presets import Preset
 
@@ -76,10 +76,11 @@ def train_specialist(group: int, planned: str | Path, preset: Preset, dirs: Nnun
     model_dir = dirs.model_dir(plan["dataset"], preset)
     _remove_stale_checkpoints(model_dir / f"fold_{preset.fold}", Path(planned))
     with _step("train", group, log_path) as timer:
-        run_nnunet_training(group, preset)
+        trainer_class = run_nnunet_training(group, preset)
     checkpoint = model_dir / f"fold_{preset.fold}" / CHECKPOINT_NAME
     if not checkpoint.is_file():
         raise TrainingError(f"group {group}: nnU-Net training finished but left no {checkpoint}; see {log_path}")
+    write_network_record(checkpoint.parent, trainer_class)
     record = {
         "group": group,
         "dataset": plan["dataset"],
@@ -97,10 +98,11 @@ def train_specialist(group: int, planned: str | Path, preset: Preset, dirs: Nnun
     return record
 
 
-def run_nnunet_training(dataset_id: int, preset: Preset) -> None:
+def run_nnunet_training(dataset_id: int, preset: Preset) -> type:
     """nnUNetv2_train's single-device path in this process: find the trainer, continue from the fold's latest
     checkpoint when there is one (a retried or requeued GPU job resumes a training that outlasts the scheduler's
-    time limit), train, then run the trainer's final validation (which the Cads smoke trainers skip).
+    time limit), train, then run the trainer's final validation (which the Cads smoke trainers skip). Returns the
+    trainer class.
 
     The trainer class comes from nnUNet_extTrainer directly (find_trainer_class), not after importing nnU-Net's
     whole trainer package (timm included): seconds of every demo training job.
@@ -112,6 +114,7 @@ def run_nnunet_training(dataset_id: int, preset: Preset) -> None:
     maybe_load_checkpoint(trainer, continue_training=True, validation_only=False)
     trainer.run_training()
     trainer.perform_actual_validation(False)
+    return type(trainer)
 
 
 def build_trainer(dataset_id: int, preset: Preset, continue_training: bool, device):
