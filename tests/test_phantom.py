@@ -57,3 +57,29 @@ def test_lps_grid_samples_the_same_anatomy_mirrored_in_storage():
     _, lps, _ = _phantom(orientation="LPS", region="head", seed=1)
     assert ras.shape == lps.shape
     assert np.corrcoef(ras[::-1, ::-1, :].ravel(), lps.ravel())[0, 1] > 0.95  # noise differs by position only
+
+
+def test_shapes_evaluated_on_boxes_equal_the_whole_grid_evaluation():
+    """On an axis-aligned grid a shape is evaluated only on the index box its per-axis conditions allow; the masks
+    must be exactly those of the whole grid (RAS and LPS grids, shapes inside, crossing the border, outside)."""
+    from cadsflow.phantom import _Body
+
+    for orientation in ("RAS", "LPS"):
+        grid = make_grid("torso", spacing=(3.0, 3.0, 3.0), orientation=orientation)
+        boxed = _Body(grid, np.random.default_rng(0))
+        whole = _Body(grid, np.random.default_rng(0))
+        whole._axes = None  # the whole-grid path
+        assert boxed._axes is not None
+        shapes = [
+            ("ellipsoid", ((0.0, 0.0, 300.0), (60.0, 40.0, 80.0))),
+            ("ellipsoid", ((140.0, -90.0, 30.0), (90.0, 90.0, 90.0))),  # crosses the grid's border
+            ("ellipsoid", ((9e3, 0.0, 0.0), (5.0, 5.0, 5.0))),  # outside: empty
+            ("cylinder", ((10.0, -20.0), 35.0, (150.0, 420.0))),
+            ("cylinder", ((0.0, 0.0), 0.0, (0.0, 900.0), (200.0, 120.0))),
+            ("box", ((-50.0, -60.0, 200.0), (40.0, 10.0, 500.0))),
+            ("tube", (np.array([[0.0, -70.0, 200.0], [60.0, -20.0, 230.0], [90.0, 30.0, 260.0]]), 6.0)),
+        ]
+        for name, args in shapes:
+            got, expected = getattr(boxed, name)(*args), getattr(whole, name)(*args)
+            assert got.shape == grid.shape and np.array_equal(got, expected), (orientation, name)
+        assert boxed.ellipsoid(*shapes[0][1]).any() and not boxed.ellipsoid(*shapes[2][1]).any()

@@ -88,24 +88,57 @@ class _Body:
         self.x, self.y, self.z = (c.reshape(grid.shape) for c in body)
         self.shape = grid.shape
         self.rng = rng
+        # An axis-aligned grid (the phantom grids are): x varies along the first index only, y the second, z the
+        # third; their 1-D axes let the shapes be evaluated on boxes (_on_box). Any other grid: the whole grid.
+        axes = (self.x[:, 0, 0], self.y[0, :, 0], self.z[0, 0, :])
+        aligned = all(np.array_equal(c, np.broadcast_to(a.reshape(shape), c.shape))
+                      for c, a, shape in zip((self.x, self.y, self.z), axes, ((-1, 1, 1), (1, -1, 1), (1, 1, -1))))
+        self._axes = axes if aligned else None
 
     def ellipsoid(self, center, radii) -> np.ndarray:
         r = [max(v, MIN_RADIUS_MM / SCALE) for v in radii]
-        return (
-            ((self.x - center[0]) / r[0]) ** 2 + ((self.y - center[1]) / r[1]) ** 2 + ((self.z - center[2]) / r[2]) ** 2
-        ) <= 1.0
+        return self._on_box(
+            lambda x, y, z: ((x - center[0]) / r[0]) ** 2 + ((y - center[1]) / r[1]) ** 2
+            + ((z - center[2]) / r[2]) ** 2 <= 1.0,
+            # each term alone within 1 (the others are >= 0): the box where the sum can be
+            lambda x: ((x - center[0]) / r[0]) ** 2 <= 1.0,
+            lambda y: ((y - center[1]) / r[1]) ** 2 <= 1.0,
+            lambda z: ((z - center[2]) / r[2]) ** 2 <= 1.0)
 
     def cylinder(self, center_xy, radius, z_range, radii_xy=None) -> np.ndarray:
         rx, ry = radii_xy if radii_xy else (radius, radius)
         rx, ry = max(rx, MIN_RADIUS_MM / SCALE), max(ry, MIN_RADIUS_MM / SCALE)
-        inside = ((self.x - center_xy[0]) / rx) ** 2 + ((self.y - center_xy[1]) / ry) ** 2 <= 1.0
-        return inside & (self.z >= z_range[0]) & (self.z < z_range[1])
+        return self._on_box(
+            lambda x, y, z: (((x - center_xy[0]) / rx) ** 2 + ((y - center_xy[1]) / ry) ** 2 <= 1.0)
+            & (z >= z_range[0]) & (z < z_range[1]),
+            lambda x: ((x - center_xy[0]) / rx) ** 2 <= 1.0,
+            lambda y: ((y - center_xy[1]) / ry) ** 2 <= 1.0,
+            lambda z: (z >= z_range[0]) & (z < z_range[1]))
 
     def box(self, lo, hi) -> np.ndarray:
-        return (
-            (self.x >= lo[0]) & (self.x < hi[0]) & (self.y >= lo[1]) & (self.y < hi[1])
-            & (self.z >= lo[2]) & (self.z < hi[2])
-        )
+        return self._on_box(
+            lambda x, y, z: (x >= lo[0]) & (x < hi[0]) & (y >= lo[1]) & (y < hi[1]) & (z >= lo[2]) & (z < hi[2]),
+            lambda x: (x >= lo[0]) & (x < hi[0]),
+            lambda y: (y >= lo[1]) & (y < hi[1]),
+            lambda z: (z >= lo[2]) & (z < hi[2]))
+
+    def _on_box(self, shape_test, x_test, y_test, z_test) -> np.ndarray:
+        """The mask of `shape_test(x, y, z)`. On an axis-aligned grid it is evaluated only on the index box where
+        every per-axis necessary condition holds (outside it the shape is empty), with the same float32 coordinates
+        and the same arithmetic per voxel, so the mask is the one the whole grid would give, in a fraction of the
+        time (a demo subject's ~130 shapes: most of the cohort's build time on the whole grid)."""
+        if self._axes is None:
+            return shape_test(self.x, self.y, self.z)
+        out = np.zeros(self.shape, dtype=bool)
+        box = []
+        for axis, (coords, test) in enumerate(zip(self._axes, (x_test, y_test, z_test))):
+            hit = np.flatnonzero(test(coords))
+            if not len(hit):
+                return out
+            box.append(slice(hit[0], hit[-1] + 1))
+        x, y, z = (c[b] for c, b in zip(self._axes, box))
+        out[tuple(box)] = shape_test(x[:, None, None], y[None, :, None], z[None, None, :])
+        return out
 
     def tube(self, points: np.ndarray, radius: float) -> np.ndarray:
         """Union of balls along a polyline (ribs, vessels)."""
