@@ -18,6 +18,7 @@ from cadsflow.evaluation.metrics import (  # noqa: E402
     score_masks,
 )
 from cadsflow.evaluation.surfaces import (  # noqa: E402
+    maurer_is_exact,
     neighbour_codes,
     robust_hausdorff,
     surface_dice,
@@ -117,6 +118,21 @@ def test_every_distance_method_gives_the_reference_surfels_bit_for_bit(case, met
     ref, pred, spacing = BATTERY[case]
     theirs = surface_distance.compute_surface_distances(ref, pred, spacing)
     ours = surface_distances(ref, pred, spacing, method=method)
+    assert np.array_equal(ours.distances_ref_to_pred, theirs["distances_gt_to_pred"])
+    assert np.array_equal(ours.distances_pred_to_ref, theirs["distances_pred_to_gt"])
+    assert np.array_equal(ours.areas_ref, theirs["surfel_areas_gt"])
+    assert np.array_equal(ours.areas_pred, theirs["surfel_areas_pred"])
+
+
+@pytest.mark.parametrize("case", ["sphere_shifted_by_2", "tubes", "one_voxel_objects_apart",
+                                  "far_apart_beyond_local_search", "touching_the_border"])  # fmt: skip
+def test_maurer_transform_gives_the_reference_surfels_bit_for_bit_at_exact_spacings(case):
+    # SimpleITK's Maurer transform computes in float32: exact (and so the reference's values) where maurer_is_exact
+    # holds, e.g. 1.5 mm, (1.5, 1.5, 2.0) or (1.5, 1.0, 2.5) mm; tests/test_surfaces_maurer.py covers the rest.
+    ref, pred, spacing = BATTERY[case]
+    assert maurer_is_exact(ref.shape, spacing)
+    theirs = surface_distance.compute_surface_distances(ref, pred, spacing)
+    ours = surface_distances(ref, pred, spacing, method="maurer")
     assert np.array_equal(ours.distances_ref_to_pred, theirs["distances_gt_to_pred"])
     assert np.array_equal(ours.distances_pred_to_ref, theirs["distances_pred_to_gt"])
     assert np.array_equal(ours.areas_ref, theirs["surfel_areas_gt"])

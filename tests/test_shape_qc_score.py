@@ -73,15 +73,51 @@ def _checkerboard(shape) -> np.ndarray:
 
 
 def test_distance_method_takes_the_transform_when_the_surfaces_outweigh_the_crop():
-    # A checkerboard over the whole 30^3 crop: 27,000 boundary voxels, 7 x 27,000 > 27,000 crop voxels.
+    # A checkerboard over the whole 30^3 crop: 27,000 boundary voxels, 20 x 27,000 > 27,000 crop voxels. At 1.5 mm
+    # the Maurer transform gives scipy's distances bit for bit; at 0.8 mm it does not: scipy's transform instead.
     shape = (30, 30, 30)
-    assert distance_method(_checkerboard(shape), _cube(shape, (5, 5, 5), 10)) == "edt"
+    a, b = _checkerboard(shape), _cube(shape, (5, 5, 5), 10)
+    assert distance_method(a, b, (1.5, 1.5, 1.5)) == "maurer"
+    assert distance_method(a, b, (1.5, 1.5, 2.0)) == "maurer"
+    assert distance_method(a, b, (0.8, 0.8, 0.8)) == "edt"
 
 
 def test_distance_method_keeps_the_local_search_for_compact_structures():
-    # Two 10^3 cubes: 2 x (1000 - 8^3) = 976 boundary voxels, 7 x 976 = 6,832 < 40^3 = 64,000 crop voxels.
+    # Two 10^3 cubes: 2 x (1000 - 8^3) = 976 boundary voxels, 20 x 976 = 19,520 < 40^3 = 64,000 crop voxels.
     shape = (40, 40, 40)
-    assert distance_method(_cube(shape, (5, 5, 5), 10), _cube(shape, (8, 5, 5), 10)) == "local"
+    a, b = _cube(shape, (5, 5, 5), 10), _cube(shape, (8, 5, 5), 10)
+    assert distance_method(a, b, (1.5, 1.5, 1.5)) == "local"
+    assert distance_method(a, b, (0.8, 0.8, 0.8)) == "local"
+
+
+@pytest.mark.parametrize("spacing", [(1.5, 1.5, 1.5), (2.0, 1.0, 0.5), (1.5, 1.5, 2.0), (2.5, 0.75, 0.75)])
+@pytest.mark.parametrize("axis", [0, 1, 2])
+def test_hd90_of_a_shifted_cube_is_the_shift_by_every_method(spacing, axis):
+    # A 10-voxel cube and its copy shifted by 3 voxels along `axis`: HD90 is 3 voxel lengths of that axis (see the
+    # first test), the same float by every method, including the Maurer transform at these spacings.
+    shape = (24, 24, 24)
+    shifted = [5, 5, 5]
+    shifted[axis] += 3
+    a, b = _cube(shape, (5, 5, 5), 10), _cube(shape, tuple(shifted), 10)
+    expected = math.sqrt((3 * spacing[axis]) ** 2)
+    for method in (None, "local", "kdtree", "edt", "maurer"):
+        assert structure_hd(a, b, spacing, 90.0, method=method) == expected, method
+
+
+@pytest.mark.parametrize("spacing", [(1.5, 0.8, 0.8), (2.5, 0.7, 0.7)])
+def test_hd90_of_a_shifted_cube_at_other_spacings_keeps_the_exact_methods(spacing):
+    # Where the Maurer transform is not exact (float32 voxel positions), the chosen method is an exact one: the
+    # score equals scipy's transform bit for bit whatever the choice; the Maurer value itself is within float32.
+    shape = (24, 24, 24)
+    a, b = _checkerboard(shape), _cube(shape, (8, 5, 5), 10)
+    a[:, :, 12:] = False
+    assert distance_method(a, b, spacing) == "edt"
+    exact = structure_hd(a, b, spacing, 90.0, method="edt")
+    assert structure_hd(a, b, spacing, 90.0) == exact
+    assert structure_hd(a, b, spacing, 90.0, method="local") == exact
+    assert structure_hd(a, b, spacing, 90.0, method="maurer") == pytest.approx(exact, rel=1e-5, abs=0)
+    a, b = _cube(shape, (5, 5, 5), 10), _cube(shape, (5, 8, 5), 10)
+    assert structure_hd(a, b, spacing, 90.0) == math.sqrt((3 * spacing[1]) ** 2)
 
 
 @pytest.mark.parametrize("percentile", [50.0, 90.0, 100.0])
@@ -96,6 +132,7 @@ def test_hd_with_the_chosen_method_equals_the_local_search_and_the_transform_exa
     chosen = structure_hd(a, b, spacing, percentile)
     assert chosen == structure_hd(a, b, spacing, percentile, method="local")
     assert chosen == structure_hd(a, b, spacing, percentile, method="edt")
+    assert chosen == structure_hd(a, b, spacing, percentile, method="maurer")
 
 
 def test_structure_rows_give_each_structure_its_status_and_missing_sides_the_image_diagonal():
