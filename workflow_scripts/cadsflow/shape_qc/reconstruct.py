@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from scipy import ndimage
 
+from cadsflow.shape_qc.adam import Adam
 from cadsflow.shape_qc.model import ShapePrior
 from cadsflow.shape_qc.presets import ShapeQcPreset
 from cadsflow.shape_qc.sampling import LabelVolume, sample_points
@@ -55,7 +56,7 @@ def fit_latent(prior: ShapePrior, vol: LabelVolume, preset: ShapeQcPreset, rng: 
     """The code that best explains `vol`'s points under the frozen decoder, from the mean code."""
     device = prior.latents.device
     latent = torch.nn.Parameter(prior.mean_latent.detach().clone()[None, :])
-    optimizer = torch.optim.Adam([latent], lr=preset.recon_lr)
+    optimizer = Adam([{"params": [latent], "lr": preset.recon_lr}])
     for step in range(preset.recon_steps):
         coords, labels = sample_points(vol, preset.recon_points, preset.boundary_fraction, preset.boundary_jitter_mm,
                                        rng)
@@ -63,7 +64,7 @@ def fit_latent(prior: ShapePrior, vol: LabelVolume, preset: ShapeQcPreset, rng: 
         loss = shape_loss(logits, torch.from_numpy(labels)[None].to(device), preset.dice_weight)
         reg_weight = preset.latent_reg * min(1.0, step / max(1, preset.latent_reg_warmup))
         loss = loss + reg_weight * latent.square().sum()
-        optimizer.zero_grad(set_to_none=True)
+        optimizer.zero_grad()
         loss.backward()
         optimizer.step()
     return latent.detach()[0]

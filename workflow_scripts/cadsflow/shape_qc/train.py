@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from cadsflow.labels import load_label_space
+from cadsflow.shape_qc.adam import Adam
 from cadsflow.shape_qc.model import PriorMeta, ShapePrior, build_decoder
 from cadsflow.shape_qc.presets import ShapeQcPreset
 from cadsflow.shape_qc.sampling import LabelMapError, LabelVolume, foreground_extent, prepare, read_label_map, \
@@ -82,13 +83,15 @@ def train_prior(label_maps: Sequence[tuple[str, np.ndarray, np.ndarray]], group:
         decoder = build_decoder(meta).to(device)
         initial = torch.randn(len(volumes), preset.latent_dim) / np.sqrt(preset.latent_dim)  # DeepSDF / [ref]
         latents = torch.nn.Parameter(initial.to(device))
-    optimizer = torch.optim.Adam([
+    optimizer = Adam([
         {"params": decoder.parameters(), "lr": preset.lr_decoder * preset.batch_size},
         {"params": [latents], "lr": preset.lr_latents},
     ])
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda epoch: lr_factor(epoch, preset))
+    base_lrs = [group["lr"] for group in optimizer.param_groups]
     decoder.train()
     for epoch in range(preset.epochs):
+        for group, base_lr in zip(optimizer.param_groups, base_lrs):  # torch's LambdaLR: base lr x factor(epoch)
+            group["lr"] = base_lr * lr_factor(epoch, preset)
         reg_weight = preset.latent_reg * min(1.0, epoch / max(1, preset.latent_reg_warmup))
         epoch_losses = []
         order = rng.permutation(len(volumes))
@@ -99,12 +102,11 @@ def train_prior(label_maps: Sequence[tuple[str, np.ndarray, np.ndarray]], group:
             logits = decoder(codes, coords)
             loss = shape_loss(logits, labels, preset.dice_weight)
             loss = loss + reg_weight * codes.square().sum(dim=1).mean()
-            optimizer.zero_grad(set_to_none=True)
+            optimizer.zero_grad()
             loss.backward()
             optimizer.step()
             epoch_losses.append(float(loss.detach()))
             stats.steps += 1
-        schedule.step()
         stats.losses.append(float(np.mean(epoch_losses)))
         if (epoch + 1) % LOG_EVERY_EPOCHS == 0 or epoch + 1 == preset.epochs:
             log.info("group %s epoch %d/%d loss %.4f (%.1f s)", group, epoch + 1, preset.epochs, stats.losses[-1],
