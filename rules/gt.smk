@@ -41,6 +41,7 @@ rule gt_batch:
         "logs/gt/{batch}.log",
     benchmark:
         "benchmarks/gt/{batch}.tsv"
+    priority: GATING_PRIORITY
     conda:
         "../envs/imaging.yaml"
     threads: lambda wc: GT_REGISTRATION["threads"] if gt_is_atlas_batch(wc.batch) else 1

@@ -20,6 +20,7 @@ rule shape_qc_train:
         "benchmarks/shape_qc/{group}/train.tsv"
     wildcard_constraints:
         group=r"55[1-9]",
+    priority: GATING_PRIORITY
     conda:
         "../envs/nnunet.yaml"
     threads: SQ_PRESET.threads
@@ -53,6 +54,7 @@ rule shape_qc_score:
     wildcard_constraints:
         group=r"55[1-9]",
         part=r"\d+",
+    priority: GATING_PRIORITY
     conda:
         "../envs/nnunet.yaml"
     threads: SQ_PRESET.threads
@@ -80,6 +82,7 @@ rule shape_qc_exclude:
         "benchmarks/shape_qc/{group}/exclude.tsv"
     wildcard_constraints:
         group=r"55[1-9]",
+    priority: GATING_PRIORITY
     conda:
         "../envs/nnunet.yaml"
     resources:
