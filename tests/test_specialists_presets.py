@@ -65,61 +65,65 @@ def test_presets_differ_only_in_cost_fields_and_the_paper_preset_trains_nnunets_
     differing = sorted(f.name for f in dataclasses.fields(smoke)
                        if f.name != "name" and getattr(smoke, f.name) != getattr(paper, f.name))
     assert differing == [
-        "device", "fingerprint_samples", "gpu_memory_target_gb", "gpus", "image_resampling_order",
+        "device", "fingerprint_samples", "gpu_memory_target_gb", "gpus",
         "infer_runtime_min_per_volume", "label_resampling", "mem_mb",
-        "network", "num_processes", "plan_runtime_min", "plans", "schedule", "shard_size", "target_spacing_mm",
+        "network", "num_processes", "plan_runtime_min", "plans", "resampling_orders", "schedule", "shard_size", "target_spacing_mm",
         "threads", "tile_step_size", "train_runtime_min", "trainer", "verify_dataset_integrity",
     ]
     assert (paper.planner, paper.plans, paper.trainer) == ("ExperimentPlanner", "nnUNetPlans", "nnUNetTrainerCadsNoMirroring")
     assert paper.network == {"base_features": None, "max_features": None}
     assert paper.gpu_memory_target_gb is None and paper.target_spacing_mm is None
-    assert paper.image_resampling_order is None  # nnU-Net's cubic image resampling
+    assert paper.resampling_orders == {"image": None, "labels": None}  # nnU-Net's own
     assert paper.label_resampling == "probabilities" and paper.verify_dataset_integrity
     assert (paper.configuration, paper.fold) == (smoke.configuration, smoke.fold) == ("3d_fullres", "all")
 
 
 def test_smoke_preset_is_sized_for_a_cpu_demo():
     smoke = load_preset("smoke")
-    assert smoke.schedule == {"epochs": 1, "iterations_per_epoch": 5, "val_iterations_per_epoch": 1}
+    assert smoke.schedule == {"epochs": 1, "iterations_per_epoch": 2, "val_iterations_per_epoch": 1}
     assert smoke.network == {"base_features": 8, "max_features": 64}
     assert smoke.num_processes == 1  # nnU-Net's steps run case by case in the job's process, no spawned pools
     assert smoke.label_resampling == "nearest"
-    assert smoke.image_resampling_order == 1
+    assert smoke.resampling_orders == {"image": 1, "labels": 0}
 
 
-@pytest.mark.parametrize("order", [-1, 6, 1.5, True, "linear"])
-def test_preset_image_resampling_order_must_be_a_spline_order(tmp_path, order):
+@pytest.mark.parametrize("orders", [{"image": -1, "labels": 0}, {"image": 1, "labels": 6}, {"image": 1.5, "labels": 0},
+                                    {"image": True, "labels": 0}, {"image": "linear", "labels": 0}, {"image": 1},
+                                    {"image": 1, "labels": 0, "probabilities": 1}, 1])
+def test_preset_resampling_orders_must_be_spline_orders_of_image_and_labels(tmp_path, orders):
     entry = yaml.safe_load(PRESETS_YAML.read_text())["smoke"]
-    entry["image_resampling_order"] = order
+    entry["resampling_orders"] = orders
     path = tmp_path / "presets.yaml"
     path.write_text(yaml.safe_dump({"smoke": entry}))
-    with pytest.raises(PresetError, match="image_resampling_order"):
+    with pytest.raises(PresetError, match="resampling_orders"):
         load_preset("smoke", path)
 
 
-def test_image_resampling_order_is_written_into_every_configuration_of_the_plans(tmp_path):
-    """nnU-Net's planner writes order 3; the preset's order replaces it for images only, and a configuration that
-    inherits its kwargs keeps inheriting them."""
+def test_resampling_orders_are_written_into_every_configuration_of_the_plans(tmp_path):
+    """nnU-Net's planner writes order 3 for images and 1 for labels; the preset's orders replace them, a null order
+    keeps the planner's, probabilities keep theirs, and a configuration that inherits its kwargs keeps inheriting."""
     import json
 
-    from cadsflow.specialists.planning import set_image_resampling_order
+    from cadsflow.specialists.planning import set_resampling_orders
 
-    seg = {"is_seg": True, "order": 1, "order_z": 0, "force_separate_z": None}
-    plans = {"configurations": {
-        "2d": {"resampling_fn_data_kwargs": {"is_seg": False, "order": 3, "order_z": 0, "force_separate_z": None},
-               "resampling_fn_seg_kwargs": dict(seg)},
-        "3d_fullres": {"resampling_fn_data_kwargs": {"is_seg": False, "order": 3, "order_z": 0,
-                                                     "force_separate_z": None},
-                       "resampling_fn_seg_kwargs": dict(seg)},
-        "3d_cascade_fullres": {"inherits_from": "3d_fullres"},
-    }}
+    def configuration():
+        return {"resampling_fn_data_kwargs": {"is_seg": False, "order": 3, "order_z": 0, "force_separate_z": None},
+                "resampling_fn_seg_kwargs": {"is_seg": True, "order": 1, "order_z": 0, "force_separate_z": None},
+                "resampling_fn_probabilities_kwargs": {"is_seg": False, "order": 1, "order_z": 0,
+                                                       "force_separate_z": None}}
+
+    plans = {"configurations": {"2d": configuration(), "3d_fullres": configuration(),
+                                "3d_cascade_fullres": {"inherits_from": "3d_fullres"}}}
     path = tmp_path / "plans.json"
-    path.write_text(json.dumps(plans))
-    set_image_resampling_order(path, 1)
-    written = json.loads(path.read_text())["configurations"]
-    assert [written[c]["resampling_fn_data_kwargs"]["order"] for c in ("2d", "3d_fullres")] == [1, 1]
-    assert [written[c]["resampling_fn_seg_kwargs"] for c in ("2d", "3d_fullres")] == [seg, seg]
-    assert written["3d_cascade_fullres"] == {"inherits_from": "3d_fullres"}
+    for orders, expected in (({"image": 1, "labels": None}, (1, 1)), ({"image": None, "labels": 0}, (3, 0))):
+        path.write_text(json.dumps(plans))
+        set_resampling_orders(path, orders)
+        written = json.loads(path.read_text())["configurations"]
+        for name in ("2d", "3d_fullres"):
+            got = written[name]
+            assert (got["resampling_fn_data_kwargs"]["order"], got["resampling_fn_seg_kwargs"]["order"]) == expected
+            assert got["resampling_fn_probabilities_kwargs"]["order"] == 1
+        assert written["3d_cascade_fullres"] == {"inherits_from": "3d_fullres"}
 
 
 def test_preset_label_resampling_must_be_a_known_export(tmp_path):
@@ -169,5 +173,5 @@ def test_model_settings_change_with_the_schedule_but_not_with_inference_only_fie
     longer = dataclasses.replace(smoke, schedule={**smoke.schedule, "epochs": 3})
     assert same_model.model_settings == smoke.model_settings
     assert longer.model_settings != smoke.model_settings and "'epochs': 3" in longer.model_settings
-    cubic = dataclasses.replace(smoke, image_resampling_order=3)  # preprocessing changes: replan and retrain
+    cubic = dataclasses.replace(smoke, resampling_orders={"image": 3, "labels": 0})  # preprocessing: replan, retrain
     assert cubic.model_settings != smoke.model_settings

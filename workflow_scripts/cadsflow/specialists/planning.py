@@ -13,9 +13,9 @@ So the steps here call nnU-Net's own classes directly:
 The planner is nnU-Net's (`preset.planner`, found by name in nnU-Net's package as `-pl` would find it); a preset may
 narrow its network (`network.base_features`, `network.max_features`) through the planner's own attributes, so the
 patch size and the architecture in the plans stay consistent (nnU-Net derives the patch from the network's memory
-estimate); a preset may also set the spline order of the plans' image resampling (`image_resampling_order`, written
-into every configuration's `resampling_fn_data_kwargs`, which nnU-Net's preprocessing reads for training and
-inference alike). nnU-Net reads its folders from the environment at call time: the job's entry sets them
+estimate); a preset may also set the spline orders of the plans' resampling (`resampling_orders`: `image` into every
+configuration's `resampling_fn_data_kwargs`, which nnU-Net's preprocessing reads for training and inference alike;
+`labels` into `resampling_fn_seg_kwargs`, the training label maps' resampling). nnU-Net reads its folders from the environment at call time: the job's entry sets them
 (cadsflow.specialists.__main__), and `check_nnunet_folders` refuses to run against other folders.
 """
 
@@ -70,24 +70,32 @@ def plan(dataset_id: int, dataset_name: str, preset: Preset) -> Path:
     plans_file = Path(str(nnUNet_preprocessed)) / dataset_name / f"{preset.plans}.json"
     if not plans_file.is_file():
         raise PlanningError(f"{dataset_name}: nnU-Net's planner {preset.planner} wrote no {plans_file}")
-    if preset.image_resampling_order is not None:
-        set_image_resampling_order(plans_file, preset.image_resampling_order)
+    if any(order is not None for order in preset.resampling_orders.values()):
+        set_resampling_orders(plans_file, preset.resampling_orders)
     return plans_file
 
 
-def set_image_resampling_order(plans_file: Path, order: int) -> None:
-    """Write `order` as the image resampling's spline order of every configuration of a plans file (nnU-Net's
-    planner writes 3). Labels (`resampling_fn_seg_kwargs`) and probabilities keep the planner's orders."""
+# what each key of a preset's resampling_orders sets in a configuration of nnU-Net's plans
+RESAMPLING_KWARGS = {"image": "resampling_fn_data_kwargs", "labels": "resampling_fn_seg_kwargs"}
+
+
+def set_resampling_orders(plans_file: Path, orders: dict[str, int | None]) -> None:
+    """Write the spline orders `orders` (image, labels; None keeps the planner's) into every configuration of a plans
+    file. nnU-Net's planner writes 3 for images and 1 for labels (each label's mask resampled on its own: one
+    resampling per class; order 0 resamples the label map once, by nearest neighbour). Probabilities keep theirs."""
     from cadsflow.atomic import atomic_path
 
     plans = _load_json(plans_file)
     for name, configuration in plans.get("configurations", {}).items():
-        kwargs = configuration.get("resampling_fn_data_kwargs")
-        if kwargs is None:
-            if "inherits_from" in configuration:
-                continue  # the parent's kwargs apply
-            raise PlanningError(f"{plans_file}: configuration {name} has no resampling_fn_data_kwargs to set")
-        kwargs["order"] = int(order)
+        for key, order in orders.items():
+            if order is None:
+                continue
+            kwargs = configuration.get(RESAMPLING_KWARGS[key])
+            if kwargs is None:
+                if "inherits_from" in configuration:
+                    continue  # the parent's kwargs apply
+                raise PlanningError(f"{plans_file}: configuration {name} has no {RESAMPLING_KWARGS[key]} to set")
+            kwargs["order"] = int(order)
     with atomic_path(plans_file) as tmp:
         Path(tmp).write_text(json.dumps(plans, indent=4))
 

@@ -16,9 +16,10 @@ from cadsflow.paths import CONFIG_DIR
 PRESETS_YAML = CONFIG_DIR / "presets.yaml"
 SCHEDULE_KEYS = ("epochs", "iterations_per_epoch", "val_iterations_per_epoch")
 NETWORK_KEYS = ("base_features", "max_features")
+RESAMPLING_KEYS = ("image", "labels")  # cadsflow.specialists.planning.set_resampling_orders
 LABEL_RESAMPLING = ("probabilities", "nearest")  # cadsflow.pseudolabel.infer.predict_array
 _FIELDS = (
-    "trainer", "schedule", "plans", "planner", "gpu_memory_target_gb", "target_spacing_mm", "image_resampling_order",
+    "trainer", "schedule", "plans", "planner", "gpu_memory_target_gb", "target_spacing_mm", "resampling_orders",
     "network",
     "configuration", "fold", "device", "threads", "num_processes", "verify_dataset_integrity", "fingerprint_samples", "shard_size",
     "tile_step_size", "label_resampling", "gpus", "gpu_model",
@@ -39,7 +40,7 @@ class Preset:
     planner: str
     gpu_memory_target_gb: float | None
     target_spacing_mm: tuple[float, float, float] | None
-    image_resampling_order: int | None  # spline order of the image resampling in the plans; None keeps nnU-Net's 3
+    resampling_orders: dict[str, int | None]  # image / labels: spline orders written into the plans (None: nnU-Net's)
     network: dict[str, int | None]  # base_features / max_features of nnU-Net's planner; None keeps nnU-Net's
     configuration: str
     fold: str  # "all" or "0".."4", as nnU-Net names fold folders
@@ -62,7 +63,7 @@ class Preset:
     def model_settings(self) -> str:
         """The fields that shape a trained model; a change replans and retrains, inference-only fields do not."""
         fields = ("trainer", "schedule", "plans", "planner", "gpu_memory_target_gb", "target_spacing_mm",
-                  "image_resampling_order", "network", "fingerprint_samples", "configuration", "fold")
+                  "resampling_orders", "network", "fingerprint_samples", "configuration", "fold")
         return ", ".join(f"{k}={getattr(self, k)!r}" for k in fields)
 
     @property
@@ -94,7 +95,7 @@ def load_preset(name: str, path: str | Path = PRESETS_YAML) -> Preset:
         planner=str(entry["planner"]),
         gpu_memory_target_gb=_optional_float(entry["gpu_memory_target_gb"], f"{where}: gpu_memory_target_gb"),
         target_spacing_mm=_spacing(entry["target_spacing_mm"], where),
-        image_resampling_order=_resampling_order(entry["image_resampling_order"], where),
+        resampling_orders=_resampling_orders(entry["resampling_orders"], where),
         network=_network(entry["network"], where),
         configuration=str(entry["configuration"]),
         fold=_fold(entry["fold"], where),
@@ -148,13 +149,15 @@ def _spacing(value, where: str) -> tuple[float, float, float] | None:
     return tuple(float(v) for v in value)
 
 
-def _resampling_order(value, where: str) -> int | None:
-    if value is None:
-        return None
-    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= 5:
-        raise PresetError(f"{where}: image_resampling_order must be null (nnU-Net's 3) or a spline order 0-5, "
+def _resampling_orders(value, where: str) -> dict[str, int | None]:
+    if not isinstance(value, dict) or sorted(value) != sorted(RESAMPLING_KEYS):
+        raise PresetError(f"{where}: resampling_orders must have exactly the keys {list(RESAMPLING_KEYS)}, "
                           f"got {value!r}")
-    return value
+    for key, order in value.items():
+        if order is not None and (not isinstance(order, int) or isinstance(order, bool) or not 0 <= order <= 5):
+            raise PresetError(f"{where}: resampling_orders.{key} must be null (nnU-Net's own) or a spline order "
+                              f"0-5, got {order!r}")
+    return {k: value[k] for k in RESAMPLING_KEYS}
 
 
 def _tile_step(value, where: str) -> float:
