@@ -1,8 +1,9 @@
 """Predict one shard of volumes with one specialist: one model load per job, one label map per volume.
 
-A shard job loads the nnU-Net model once (nnUNetPredictor.initialize_from_trained_model_folder) and predicts its
-volumes one after another. A volume that fails is reported and its shard-mates' label maps are kept. Each label map
-is written atomically, so present means complete.
+A shard job loads the nnU-Net model once (`load_predictor`: nnU-Net's predictor, or for CPU inference with `nearest`
+labels the same network and weights without nnU-Net's inference module, cadsflow.pseudolabel.cpu_predictor) and
+predicts its volumes one after another. A volume that fails is reported and its shard-mates' label maps are kept.
+Each label map is written atomically, so present means complete.
 
 Snakemake decides what reruns, and the job obeys: a shard job that Snakemake runs predicts every member again
 (a forced rerun, a changed input, parameter or post-processing table). The one exception keeps the benefit of a
