@@ -208,3 +208,13 @@ def test_the_ignore_id_is_refused_in_a_pseudo_label_and_accepted_in_ground_truth
     assert check_label_map(labels, AFFINE, 2, "gt.nii.gz", allow_ignore=True).max() == 3
     with pytest.raises(LabelMapError, match=r"\[4\].*1..2, 3 = ignore"):
         check_label_map(np.full((4, 4, 4), 4, np.uint8), AFFINE, 2, "gt.nii.gz", allow_ignore=True)
+
+
+def test_the_prior_s_ignore_id_is_the_one_the_gt_stage_writes_for_every_group():
+    from cadsflow.gt.mapping import ignore_label
+    from cadsflow.labels import load_label_space
+    from cadsflow.shape_qc.sampling import ignore_id
+
+    space = load_label_space()
+    for group in space.groups:
+        assert ignore_id(len(space.group(group))) == ignore_label(group, space), group

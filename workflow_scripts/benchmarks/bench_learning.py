@@ -36,7 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from demo_truth_dice import demo_volumes, dice  # noqa: E402
 
 from cadsflow.demo import DEMO_COHORT_YAML  # noqa: E402
-from cadsflow.gt.sparse import IGNORE, SPARSE_MODES  # noqa: E402
+from cadsflow.gt.sparse import IGNORE, INTERPOLATE, SPARSE_MODES  # noqa: E402
 from cadsflow.imageio import read_volume  # noqa: E402
 from cadsflow.labels import load_label_space  # noqa: E402
 from cadsflow.standardize import restore_label  # noqa: E402
@@ -149,7 +149,7 @@ def sparse_modes(results: Path, volume_ids) -> str:
         for record in results.glob(f"gt/*/{volume_id}/record.json"):
             sparse = json.loads(record.read_text()).get("sparse")
             if sparse:
-                mode = sparse.get("mode", "interpolate")  # records written before the option: interpolated
+                mode = sparse.get("mode", INTERPOLATE)  # records written before the option: interpolated
                 modes[mode] = modes.get(mode, 0) + 1
     return ", ".join(f"{m} ({n} volumes)" for m, n in sorted(modes.items())) or "none"
 

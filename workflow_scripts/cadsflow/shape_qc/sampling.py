@@ -98,10 +98,10 @@ def check_label_map(labels, affine, n_structures: int, name: str, allow_ignore: 
     except ValueError as exc:
         raise LabelMapError(f"{name}: {exc}") from None
     top = int(labels.max()) if labels.size else 0
-    allowed = n_structures + 1 if allow_ignore else n_structures
+    allowed = ignore_id(n_structures) if allow_ignore else n_structures
     if top > allowed:
         bad = np.unique(labels[labels > allowed])
-        also = f", {n_structures + 1} = ignore" if allow_ignore else ""
+        also = f", {ignore_id(n_structures)} = ignore" if allow_ignore else ""
         raise LabelMapError(f"{name}: label values {bad[:10].tolist()} are not label ids of the group "
                             f"(1..{n_structures}{also})")
     return labels.astype(np.uint8 if n_structures < 255 else np.uint16, copy=False)
@@ -124,9 +124,20 @@ def prepare(labels: np.ndarray, affine: np.ndarray, scale_mm: float, name: str =
                        boundary=boundary, unknown=unknown)
 
 
+def ignore_id(n_structures: int) -> int:
+    """The `ignore` id in a label map of a group of `n_structures` structures: one above the highest structure id, as
+    the gt stage writes it (cadsflow.gt.mapping.ignore_label)."""
+    return n_structures + 1
+
+
+def structure_mask(labels: np.ndarray, unknown: int | None = None) -> np.ndarray:
+    """The voxels that hold a structure (not background, not `unknown`)."""
+    return labels != 0 if unknown is None else (labels != 0) & (labels != unknown)
+
+
 def structure_voxels(labels: np.ndarray, unknown: int | None = None) -> tuple[np.ndarray, ...]:
     """Indices of the voxels that hold a structure (not background, not `unknown`)."""
-    return np.nonzero(labels if unknown is None else (labels != 0) & (labels != unknown))
+    return np.nonzero(labels if unknown is None else structure_mask(labels, unknown))
 
 
 def foreground_centroid_mm(labels: np.ndarray, affine: np.ndarray, unknown: int | None = None) -> np.ndarray | None:

@@ -30,8 +30,8 @@ from cadsflow.labels import load_label_space
 from cadsflow.shape_qc.adam import Adam
 from cadsflow.shape_qc.model import PriorMeta, ShapePrior, build_decoder
 from cadsflow.shape_qc.presets import ShapeQcPreset
-from cadsflow.shape_qc.sampling import LabelMapError, LabelVolume, foreground_extent, prepare, read_label_map, \
-    sample_points
+from cadsflow.shape_qc.sampling import (LabelMapError, LabelVolume, foreground_extent, ignore_id, prepare,
+                                       read_label_map, sample_points, structure_mask)
 
 log = logging.getLogger(__name__)
 LOG_EVERY_EPOCHS = 25
@@ -69,7 +69,7 @@ def train_prior(label_maps: Sequence[tuple[str, np.ndarray, np.ndarray]], group:
                 preset: ShapeQcPreset, seed: int = 0, threads: int | None = None, device: str | None = None,
                 preset_name: str = "") -> tuple[ShapePrior, TrainingStats]:
     """Train decoder and codes on (volume_id, labels, affine) maps whose labels are the group's ids (and its `ignore`
-    id, len(structures) + 1, where the truth is unknown: no point is drawn there; see sampling.py)."""
+    id, sampling.ignore_id(len(structures)), where the truth is unknown: no point is drawn there; see sampling.py)."""
     if threads:
         torch.set_num_threads(threads)
     device = device or preset.device
@@ -159,9 +159,9 @@ def volume_id_of(path: str | Path) -> str:
 def _prepared(label_maps, preset: ShapeQcPreset, stats: TrainingStats, n_structures: int
               ) -> tuple[list[LabelVolume], list[str]]:
     volumes, ids = [], []
+    unknown = ignore_id(n_structures)
     for volume_id, labels, affine in label_maps:
-        unknown = n_structures + 1
-        if not np.any((labels != 0) & (labels != unknown)):
+        if not structure_mask(labels, unknown).any():
             log.warning("training map %s holds no structure of the group: skipped", volume_id)
             stats.skipped.append(volume_id)
             continue
