@@ -9,6 +9,7 @@ from dynamic_network_architectures.architectures.unet import PlainConvUNet
 from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
 from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager, PlansManager
 
+import cadsflow.pseudolabel.cpu_compile as cpu_compile
 import cadsflow.pseudolabel.infer as infer
 
 PATCH = [16, 12, 16]
@@ -43,7 +44,7 @@ def image(shape, seed=1) -> torch.Tensor:
 @pytest.mark.parametrize("use_gaussian", [True, False])
 def test_one_tile_arithmetic_with_the_eager_network_equals_nnunets_bit_for_bit(monkeypatch, use_gaussian):
     predictor = small_predictor(use_gaussian)
-    monkeypatch.setattr(infer, "_tile_network", lambda p, shape: p.network)
+    monkeypatch.setattr(cpu_compile, "tile_network", lambda p, shape: p.network)
     x = image((11, 9, 14))  # smaller than the patch on every axis: zero-padded to one tile
     ours = infer.predict_logits(predictor, x)
     theirs = predictor.predict_logits_from_preprocessed_data(x).cpu()
@@ -53,14 +54,31 @@ def test_one_tile_arithmetic_with_the_eager_network_equals_nnunets_bit_for_bit(m
 
 def test_the_compiled_tile_network_gives_the_eager_networks_logits_up_to_float32_rounding_and_is_kept():
     predictor = small_predictor()
-    compiled = infer._tile_network(predictor, (1, *PATCH))
+    compiled = cpu_compile.tile_network(predictor, (1, *PATCH))
     x = image(PATCH)[None]
     with torch.inference_mode():
         ours, eager = compiled(x), predictor.network(x)
     assert compiled is not predictor.network
     assert ours.shape == eager.shape == (1, CLASSES, *PATCH)
     assert torch.allclose(ours, eager, rtol=1e-4, atol=1e-5)
-    assert infer._tile_network(predictor, (1, *PATCH)) is compiled  # traced once per job, not per volume
+    assert cpu_compile.tile_network(predictor, (1, *PATCH)) is compiled  # traced once per job, not per volume
+
+
+def test_tracing_the_weights_as_constants_compiles_the_network_a_module_trace_compiles():
+    """cpu_compile traces the network's weights as constants instead of scripting its submodules; the compiled
+    network computes what the compiled module trace computes, bit for bit, and the weights keep their grad flags."""
+    predictor = small_predictor()
+    network = predictor.network
+    network.requires_grad_(True)
+    compiled = cpu_compile.tile_network(predictor, (1, *PATCH))
+    assert all(p.requires_grad for p in network.parameters())
+    assert not list(compiled.parameters())  # constants: nothing left to register
+    with torch.no_grad():
+        module_trace = torch.jit.optimize_for_inference(torch.jit.trace(network.eval(), torch.zeros((1, 1, *PATCH)),
+                                                                        check_trace=False))
+    x = image(PATCH, seed=7)[None]
+    with torch.inference_mode():
+        assert torch.equal(compiled(x), module_trace(x))
 
 
 @pytest.mark.parametrize("shape, step, use_gaussian", [
@@ -71,7 +89,7 @@ def test_the_compiled_tile_network_gives_the_eager_networks_logits_up_to_float32
 def test_a_sliding_window_with_the_eager_network_equals_nnunets_bit_for_bit(monkeypatch, shape, step, use_gaussian):
     predictor = small_predictor(use_gaussian)
     predictor.tile_step_size = step
-    monkeypatch.setattr(infer, "_tile_network", lambda p, shape: p.network)
+    monkeypatch.setattr(cpu_compile, "tile_network", lambda p, shape: p.network)
     x = image(shape, seed=3)
     ours = infer.predict_logits(predictor, x)
     theirs = predictor.predict_logits_from_preprocessed_data(x).cpu()
@@ -94,7 +112,7 @@ def test_several_folds_go_through_nnunet_unchanged():
     predictor.list_of_parameters = predictor.list_of_parameters * 2  # two folds with the same weights
     x = image((20, 12, 16))
     assert torch.equal(infer.predict_logits(predictor, x), predictor.predict_logits_from_preprocessed_data(x).cpu())
-    assert predictor not in infer._COMPILED
+    assert predictor not in cpu_compile.COMPILED
     assert "_cads_tile_network" not in vars(predictor)  # nnU-Net's object is left as it was made
 
 

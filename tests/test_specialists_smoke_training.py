@@ -259,6 +259,64 @@ def test_cpu_predictor_is_nnunets_model_without_its_inference_module(trained, mo
         (fold_dir / NETWORK_RECORD).write_text(saved)
 
 
+def test_a_model_load_reads_the_checkpoint_once_also_when_the_light_loader_declines(trained, monkeypatch):
+    """load_predictor reads the fold once (cadsflow.pseudolabel.trained_fold): one torch.load whether the CPU
+    loader takes the model or, its record naming another trainer, hands the same files to nnU-Net's predictor."""
+    root, dirs, marker, record = trained
+    fold_dir = Path(record["model_dir"]) / "fold_all"
+    monkeypatch.setenv("nnUNet_extTrainer", str(TRAINERS_DIR))
+    loads = []
+    real_load = torch.load
+    monkeypatch.setattr(torch, "load", lambda *args, **kwargs: loads.append(args[0]) or real_load(*args, **kwargs))
+    assert isinstance(load_predictor(record["model_dir"], "all", "cpu", label_resampling="nearest"), CpuPredictor)
+    assert len(loads) == 1
+    saved = (fold_dir / NETWORK_RECORD).read_text()
+    try:
+        (fold_dir / NETWORK_RECORD).write_text(json.dumps({"trainer": "SomeOtherTrainer", "network": "plans"}))
+        assert not isinstance(load_predictor(record["model_dir"], "all", "cpu", label_resampling="nearest"),
+                              CpuPredictor)
+    finally:
+        (fold_dir / NETWORK_RECORD).write_text(saved)
+    assert len(loads) == 2
+
+
+LEGACY_TRAINER = """
+from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
+from cads_trainers import nnUNetTrainerCadsSmoke
+
+
+class nnUNetTrainerCadsLegacy(nnUNetTrainerCadsSmoke):
+    @staticmethod
+    def build_network_architecture(architecture_class_name, arch_init_kwargs, arch_init_kwargs_req_import,
+                                   num_input_channels, num_output_channels, enable_deep_supervision=True):
+        return get_network_from_plans(architecture_class_name, arch_init_kwargs, arch_init_kwargs_req_import,
+                                      num_input_channels, num_output_channels, allow_init=True,
+                                      deep_supervision=enable_deep_supervision)
+"""
+
+
+def test_a_trainer_with_nnunets_old_network_signature_builds_the_same_network(trained, monkeypatch, tmp_path):
+    """A trainer whose build_network_architecture takes the architecture (nnU-Net's old signature) is called with it,
+    as nnU-Net's initialize_from_trained_model_folder calls it; the network equals the plans' own."""
+    from dataclasses import replace
+
+    from cadsflow.pseudolabel.cpu_predictor import plans_network
+    from cadsflow.pseudolabel.infer import trainer_network
+    from cadsflow.pseudolabel.trained_fold import read_trained_fold
+
+    root, dirs, marker, record = trained
+    (tmp_path / "legacy_trainer.py").write_text(LEGACY_TRAINER)
+    monkeypatch.setenv("nnUNet_extTrainer", os.pathsep.join([str(tmp_path), str(TRAINERS_DIR)]))
+    monkeypatch.syspath_prepend(str(TRAINERS_DIR))  # the legacy module imports its parent trainer module by name
+    fold = read_trained_fold(record["model_dir"], "all", "checkpoint_final.pth")
+    legacy = replace(fold, checkpoint={**fold.checkpoint, "trainer_name": "nnUNetTrainerCadsLegacy"})
+    built, expected = legacy.network(trainer_network), fold.network(plans_network)
+    assert type(built) is type(expected)
+    built_weights, weights = built.state_dict(), expected.state_dict()
+    assert built_weights.keys() == weights.keys() and all(torch.equal(built_weights[k], weights[k]) for k in weights)
+    assert not built.decoder.deep_supervision
+
+
 def test_head_group_shard_predicts_where_the_brain_passes_and_empties_where_it_does_not(trained):
     """The 551 model stands in for a head specialist: only the gating and wiring are under test here."""
     root, dirs, marker, _ = trained

@@ -64,13 +64,14 @@ def main() -> int:
 
 
 def _bench_group(root: Path, group: int, volumes: list[Path], tmp: Path, np) -> None:
-    from cadsflow.pseudolabel.infer import _tile_network, load_predictor
+    from cadsflow.pseudolabel.cpu_compile import tile_network
+    from cadsflow.pseudolabel.infer import load_predictor
     from cadsflow.pseudolabel.postprocess import clean_components_per_structure, load_cleanup_rules
 
     predictor = load_predictor(_model_dir(root, group), "all", "cpu", tile_step_size=SMOKE_TILE_STEP)
     rules = load_cleanup_rules(group)
     started = time.perf_counter()
-    _tile_network(predictor, (1, *predictor.configuration_manager.patch_size))
+    tile_network(predictor, (1, *predictor.configuration_manager.patch_size))
     compile_seconds = time.perf_counter() - started
     times = {path: {step: [] for step in STEPS} for path in ("old", "new")}
     totals = {"old": [], "new": []}
@@ -159,7 +160,8 @@ def _eager_arithmetic_agreement(predictor, image: Path, np) -> float:
     import torch
 
     from cadsflow.imageio import read_volume
-    from cadsflow.pseudolabel.infer import _COMPILED, predict_logits
+    from cadsflow.pseudolabel.cpu_compile import COMPILED
+    from cadsflow.pseudolabel.infer import predict_logits
 
     volume = read_volume(image)
     data = np.ascontiguousarray(np.asarray(volume.data, dtype=np.float32).transpose(2, 1, 0))[None]
@@ -167,12 +169,12 @@ def _eager_arithmetic_agreement(predictor, image: Path, np) -> float:
     model_input = torch.from_numpy(configuration.preprocessor_class(verbose=False).run_case_npy(
         data, None, {"spacing": [float(s) for s in volume.zooms[::-1]]}, predictor.plans_manager, configuration,
         predictor.dataset_json)[0])
-    compiled = _COMPILED[predictor]
-    _COMPILED[predictor] = (compiled[0], predictor.network)
+    compiled = COMPILED[predictor]
+    COMPILED[predictor] = (compiled[0], predictor.network)
     try:
         new = predict_logits(predictor, model_input)
     finally:
-        _COMPILED[predictor] = compiled
+        COMPILED[predictor] = compiled
     old = old_predict_logits(predictor, model_input)
     if not torch.equal(new, old):
         return float((new.argmax(0) == old.argmax(0)).float().mean())

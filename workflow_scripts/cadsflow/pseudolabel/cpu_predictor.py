@@ -18,9 +18,9 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
+from cadsflow.pseudolabel.trained_fold import TrainedFold
 from cadsflow.specialists.nnunet import NETWORK_FROM_PLANS, read_network_record
 
 log = logging.getLogger(__name__)
@@ -49,45 +49,31 @@ class CpuPredictor:
         return torch.device("cpu")
 
 
-def network_from_plans(model_dir: str | Path, fold: str) -> bool:
-    """Whether training recorded that this fold's trainer builds its network from the plans (nnU-Net's own way)."""
-    record = read_network_record(Path(model_dir) / f"fold_{fold}")
-    return record is not None and record["network"] == NETWORK_FROM_PLANS
-
-
-def load_cpu_predictor(model_dir: str | Path, fold: str, checkpoint_name: str, tile_step_size: float
-                       ) -> CpuPredictor | None:
-    """The model of `model_dir`/fold_`fold` for CPU inference; None when its checkpoint names another trainer than
-    the network record (the caller then loads it through nnU-Net)."""
-    import torch
-    from batchgenerators.utilities.file_and_folder_operations import load_json
+def plans_network(fold: TrainedFold):
+    """nnUNetTrainer.build_network_architecture (nnunetv2 2.8.1): get_network_from_plans, deep supervision off."""
     from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
-    from nnunetv2.utilities.label_handling.label_handling import determine_num_input_channels
-    from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
-    model_dir = Path(model_dir)
-    fold_dir = model_dir / f"fold_{fold}"
-    record = read_network_record(fold_dir)
-    checkpoint = torch.load(fold_dir / checkpoint_name, map_location=torch.device("cpu"), weights_only=False)
-    if record is None or record["trainer"] != checkpoint["trainer_name"]:
-        log.info("%s: the checkpoint's trainer %s is not the one the network record names (%s); loading through "
-                 "nnU-Net", fold_dir, checkpoint["trainer_name"], None if record is None else record["trainer"])
-        return None
-    dataset_json = load_json(str(model_dir / "dataset.json"))
-    plans = PlansManager(load_json(str(model_dir / "plans.json")))
-    configuration = plans.get_configuration(checkpoint["init_args"]["configuration"])
-    label_manager = plans.get_label_manager(dataset_json)
-    network = get_network_from_plans(  # nnUNetTrainer.build_network_architecture, nnunetv2 2.8.1
+    configuration = fold.configuration_manager
+    return get_network_from_plans(
         configuration.network_arch_class_name,
         configuration.network_arch_init_kwargs,
         configuration.network_arch_init_kwargs_req_import,
-        determine_num_input_channels(plans, configuration, dataset_json),
-        label_manager.num_segmentation_heads,
+        fold.num_input_channels,
+        fold.label_manager.num_segmentation_heads,
         allow_init=True,
         deep_supervision=False)
-    network.load_state_dict(checkpoint["network_weights"])
+
+
+def cpu_predictor(fold: TrainedFold, tile_step_size: float) -> CpuPredictor | None:
+    """`fold` for CPU inference; None unless training recorded beside it that the trainer the checkpoint names builds
+    its network from the plans (the caller then loads it through nnU-Net)."""
+    record = read_network_record(fold.fold_dir)
+    if record is None or record["network"] != NETWORK_FROM_PLANS or record["trainer"] != fold.trainer_name:
+        log.info("%s: no network record saying that %s builds its network from the plans (%s); loading through "
+                 "nnU-Net", fold.fold_dir, fold.trainer_name, record)
+        return None
     return CpuPredictor(
-        plans_manager=plans, configuration_manager=configuration, dataset_json=dataset_json,
-        label_manager=label_manager, network=network, list_of_parameters=[checkpoint["network_weights"]],
-        trainer_name=checkpoint["trainer_name"],
-        allowed_mirroring_axes=checkpoint.get("inference_allowed_mirroring_axes"), tile_step_size=tile_step_size)
+        plans_manager=fold.plans_manager, configuration_manager=fold.configuration_manager,
+        dataset_json=fold.dataset_json, label_manager=fold.label_manager, network=fold.network(plans_network),
+        list_of_parameters=[fold.weights], trainer_name=fold.trainer_name, allowed_mirroring_axes=fold.mirroring_axes,
+        tile_step_size=tile_step_size)

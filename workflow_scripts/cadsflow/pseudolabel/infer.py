@@ -24,7 +24,6 @@ import itertools
 import json
 import logging
 import time
-import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -45,6 +44,7 @@ from cadsflow.pseudolabel.postprocess import (
     refine_head_labels,
     refine_head_neck_labels,
 )
+from cadsflow.pseudolabel.trained_fold import TrainedFold, read_trained_fold
 
 HEAD_NECK_GROUP = 558  # without a brain, falls back to the neck above the upper vertebrae of group 552 (authors)
 
@@ -207,14 +207,14 @@ def load_predictor(model_dir: str | Path, fold: str, device: str, checkpoint_nam
     log.info("model load: %s fold %s checkpoint %s on %s, tile step %.2f", model_dir, fold, checkpoint_name, device,
              tile_step_size)
     try:
+        trained = read_trained_fold(model_dir, fold, checkpoint_name)
         predictor = None
         if device == "cpu" and label_resampling == "nearest":
-            from cadsflow.pseudolabel.cpu_predictor import load_cpu_predictor, network_from_plans
+            from cadsflow.pseudolabel.cpu_predictor import cpu_predictor
 
-            if network_from_plans(model_dir, fold):
-                predictor = load_cpu_predictor(model_dir, fold, checkpoint_name, tile_step_size)
+            predictor = cpu_predictor(trained, tile_step_size)
         if predictor is None:
-            predictor = _nnunet_predictor(model_dir, fold, device, checkpoint_name, tile_step_size)
+            predictor = _nnunet_predictor(trained, device, tile_step_size)
     except Exception as exc:
         raise ModelLoadError(f"{model_dir}: cannot load fold {fold} ({checkpoint_name}): "
                              f"{type(exc).__name__}: {exc}") from exc
@@ -225,7 +225,7 @@ def load_predictor(model_dir: str | Path, fold: str, device: str, checkpoint_nam
     return predictor
 
 
-def _nnunet_predictor(model_dir: Path, fold: str, device: str, checkpoint_name: str, tile_step_size: float):
+def _nnunet_predictor(trained: TrainedFold, device: str, tile_step_size: float):
     import torch
     from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
 
@@ -239,42 +239,39 @@ def _nnunet_predictor(model_dir: Path, fold: str, device: str, checkpoint_name: 
         verbose_preprocessing=False,
         allow_tqdm=False,
     )
-    initialize_predictor(predictor, model_dir, fold, checkpoint_name)
+    initialize_predictor(predictor, trained)
     return predictor
 
 
-def initialize_predictor(predictor, model_dir: Path, fold: str, checkpoint_name: str = CHECKPOINT_NAME) -> None:
-    """nnUNetPredictor.initialize_from_trained_model_folder (nnunetv2 2.8.1) for one fold, with the checkpoint's trainer
-    class found by cadsflow.specialists.nnunet.find_trainer_class, as training finds it: nnU-Net's own lookup imports
-    every trainer module of its package before it reads nnUNet_extTrainer (0.8-1.2 s of every prediction job,
-    measured); both return the same class. A trainer with the old build_network_architecture signature goes through
-    nnU-Net's method unchanged."""
-    import inspect
+def initialize_predictor(predictor, trained: TrainedFold) -> None:
+    """nnUNetPredictor.initialize_from_trained_model_folder (nnunetv2 2.8.1) for one fold already read, with the
+    checkpoint's trainer class found by cadsflow.specialists.nnunet.find_trainer_class, as training finds it: nnU-Net's
+    own lookup imports every trainer module of its package before it reads nnUNet_extTrainer (0.8-1.2 s of every
+    prediction job, measured); both return the same class."""
+    predictor.manual_initialization(trained.network(trainer_network), trained.plans_manager,
+                                    trained.configuration_manager, [trained.weights], trained.dataset_json,
+                                    trained.trainer_name, trained.mirroring_axes)
 
-    import torch
-    from batchgenerators.utilities.file_and_folder_operations import load_json
-    from nnunetv2.utilities.label_handling.label_handling import determine_num_input_channels
-    from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
+
+def trainer_network(trained: TrainedFold):
+    """The network as the checkpoint's trainer class builds it, deep supervision off; a trainer with the old
+    build_network_architecture signature (architecture class, kwargs, imports) is called with that, as nnU-Net does."""
+    import inspect
 
     from cadsflow.specialists.nnunet import find_trainer_class
 
-    model_dir = Path(model_dir)
-    checkpoint = torch.load(model_dir / f"fold_{fold}" / checkpoint_name, map_location=torch.device("cpu"),
-                            weights_only=False)
-    trainer_class = find_trainer_class(checkpoint["trainer_name"])
-    if "plans_manager" not in inspect.signature(trainer_class.build_network_architecture).parameters:
-        predictor.initialize_from_trained_model_folder(str(model_dir), use_folds=(fold,),
-                                                       checkpoint_name=checkpoint_name)
-        return
-    dataset_json = load_json(str(model_dir / "dataset.json"))
-    plans = PlansManager(load_json(str(model_dir / "plans.json")))
-    configuration = plans.get_configuration(checkpoint["init_args"]["configuration"])
-    network = trainer_class.build_network_architecture(
-        plans, configuration, determine_num_input_channels(plans, configuration, dataset_json),
-        plans.get_label_manager(dataset_json).num_segmentation_heads, enable_deep_supervision=False)
-    network.load_state_dict(checkpoint["network_weights"])
-    predictor.manual_initialization(network, plans, configuration, [checkpoint["network_weights"]], dataset_json,
-                                    checkpoint["trainer_name"], checkpoint.get("inference_allowed_mirroring_axes"))
+    trainer_class = find_trainer_class(trained.trainer_name)
+    configuration = trained.configuration_manager
+    heads = trained.label_manager.num_segmentation_heads
+    if "plans_manager" in inspect.signature(trainer_class.build_network_architecture).parameters:
+        return trainer_class.build_network_architecture(trained.plans_manager, configuration,
+                                                        trained.num_input_channels, heads,
+                                                        enable_deep_supervision=False)
+    log.warning("trainer %s uses nnU-Net's old build_network_architecture signature", trained.trainer_name)
+    return trainer_class.build_network_architecture(
+        configuration.network_arch_class_name, configuration.network_arch_init_kwargs,
+        configuration.network_arch_init_kwargs_req_import, trained.num_input_channels, heads,
+        enable_deep_supervision=False)
 
 
 def write_report(report: ShardReport, path: str | Path) -> None:
@@ -452,14 +449,16 @@ def predict_logits(predictor, model_input):
     arithmetic: the image zero-padded to at least one patch (pad_nd_image), tiles at compute_steps_for_sliding_window's
     steps in its order, each tile's float32 logits times its Gaussian accumulated in half precision and divided by the
     half-precision weight. An image that fits the patch (the smoke preset's specialists) is one tile. Skipped: its
-    per-call weight reload, tile worker thread and queue. The network runs as ``_tile_network`` compiles it for the
-    CPU, whose float32 logits differ from the eager network's in rounding only; the argmax can change where two
-    classes' logits tie within that rounding. Any other case (several folds, mirroring, a GPU, a 2-D patch) goes
+    per-call weight reload, tile worker thread and queue. The network runs as cadsflow.pseudolabel.cpu_compile
+    compiles it for the CPU, whose float32 logits differ from the eager network's in rounding only; the argmax can
+    change where two classes' logits tie within that rounding. Any other case (several folds, mirroring, a GPU, a 2-D patch) goes
     through nnU-Net unchanged.
     """
     import torch
     from acvl_utils.cropping_and_padding.padding import pad_nd_image
     from nnunetv2.inference.sliding_window_prediction import compute_gaussian, compute_steps_for_sliding_window
+
+    from cadsflow.pseudolabel.cpu_compile import tile_network
 
     patch = [int(p) for p in predictor.configuration_manager.patch_size]
     ours = (predictor.device.type == "cpu" and len(predictor.list_of_parameters) == 1
@@ -471,7 +470,7 @@ def predict_logits(predictor, model_input):
     threads = torch.get_num_threads()
     torch.set_num_threads(min(default_num_processes, threads))  # as nnU-Net's predict_logits_from_preprocessed_data
     try:
-        network = _tile_network(predictor, (model_input.shape[0], *patch))
+        network = tile_network(predictor, (model_input.shape[0], *patch))
         with torch.inference_mode():
             padded, unpad = pad_nd_image(model_input, patch, "constant", {"value": 0}, True, None)
             steps = compute_steps_for_sliding_window(padded.shape[1:], patch, predictor.tile_step_size)
@@ -495,37 +494,6 @@ def predict_logits(predictor, model_input):
             return summed[(slice(None), *unpad[1:])]
     finally:
         torch.set_num_threads(threads)
-
-
-# predictor -> (input shape, compiled network): traced once per job and tile shape, not per volume; dropped with the
-# predictor (nnU-Net's object is left as nnU-Net made it)
-_COMPILED = weakref.WeakKeyDictionary()
-
-
-def _tile_network(predictor, tile_shape):
-    """The predictor's network traced for one input shape and compiled for CPU inference by PyTorch
-    (torch.jit.optimize_for_inference: oneDNN convolutions with prepacked weights, activations kept in oneDNN's
-    layout between layers), kept for the predictor in ``_COMPILED``: traced at the tile's shape, the only one it is
-    used for. For the smoke preset's small networks on one thread this runs a tile about 4x faster than the eager
-    network, for a one-time cost of about two eager passes (bench_predict_volume.py); the logits differ in float32
-    rounding (about 1e-5). Where PyTorch cannot compile the network, the eager network is used."""
-    import torch
-
-    shape = (1, *(int(n) for n in tile_shape))
-    cached = _COMPILED.get(predictor)
-    if cached is not None and cached[0] == shape:
-        return cached[1]
-    network = predictor.network.eval()
-    try:
-        with torch.no_grad():
-            traced = torch.jit.trace(network, torch.zeros(shape), check_trace=False)  # the check reruns it twice
-            compiled = torch.jit.optimize_for_inference(traced)
-    except Exception as exc:  # TorchScript's coverage varies with layers and versions; eager is always right
-        log.warning("network not compiled for CPU inference (%s: %s); running it eagerly", type(exc).__name__,
-                    _one_line(str(exc)))
-        compiled = network
-    _COMPILED[predictor] = (shape, compiled)
-    return compiled
 
 
 def nearest_resize(labels: np.ndarray, shape) -> np.ndarray:

@@ -121,12 +121,10 @@ def write_network_record(fold_dir: str | Path, trainer_class: type) -> Path:
     """Record, beside the fold's checkpoints, which trainer trained them and where its network comes from."""
     import json
 
-    from cadsflow.atomic import atomic_path
+    from cadsflow.atomic import write_text
 
     path = Path(fold_dir) / NETWORK_RECORD
-    record = {"trainer": trainer_class.__name__, "network": network_source(trainer_class)}
-    with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(record) + "\n")
+    write_text(path, json.dumps({"trainer": trainer_class.__name__, "network": network_source(trainer_class)}) + "\n")
     return path
 
 

@@ -15,8 +15,9 @@ narrow its network (`network.base_features`, `network.max_features`) through the
 patch size and the architecture in the plans stay consistent (nnU-Net derives the patch from the network's memory
 estimate); a preset may also set the spline orders of the plans' resampling (`resampling_orders`: `image` into every
 configuration's `resampling_fn_data_kwargs`, which nnU-Net's preprocessing reads for training and inference alike;
-`labels` into `resampling_fn_seg_kwargs`, the training label maps' resampling). nnU-Net reads its folders from the environment at call time: the job's entry sets them
-(cadsflow.specialists.__main__), and `check_nnunet_folders` refuses to run against other folders.
+`labels` into `resampling_fn_seg_kwargs`, the training label maps' resampling). nnU-Net reads its folders from the
+environment at call time: the job's entry sets them (cadsflow.specialists.__main__), and `check_nnunet_folders`
+refuses to run against other folders.
 """
 
 from __future__ import annotations
@@ -43,8 +44,8 @@ def check_nnunet_folders(expected: dict[str, str]) -> None:
     wrong = {k: os.environ.get(k) for k in NNUNET_FOLDER_VARIABLES if os.environ.get(k) != expected[k]}
     if wrong:
         raise PlanningError(f"nnU-Net's folders in this process are {wrong}, expected "
-                            f"{ {k: expected[k] for k in wrong} }; run the step through `python -m cadsflow.specialists`, "
-                            "which sets them for its own process")
+                            f"{ {k: expected[k] for k in wrong} }; run the step through "
+                            "`python -m cadsflow.specialists`, which sets them for its own process")
 
 
 def plan_and_preprocess(dataset_id: int, dataset_name: str, preset: Preset) -> Path:
@@ -83,7 +84,7 @@ def set_resampling_orders(plans_file: Path, orders: dict[str, int | None]) -> No
     """Write the spline orders `orders` (image, labels; None keeps the planner's) into every configuration of a plans
     file. nnU-Net's planner writes 3 for images and 1 for labels (each label's mask resampled on its own: one
     resampling per class; order 0 resamples the label map once, by nearest neighbour). Probabilities keep theirs."""
-    from cadsflow.atomic import atomic_path
+    from cadsflow.atomic import write_text
 
     plans = _load_json(plans_file)
     for name, configuration in plans.get("configurations", {}).items():
@@ -96,8 +97,7 @@ def set_resampling_orders(plans_file: Path, orders: dict[str, int | None]) -> No
                     continue  # the parent's kwargs apply
                 raise PlanningError(f"{plans_file}: configuration {name} has no {RESAMPLING_KWARGS[key]} to set")
             kwargs["order"] = int(order)
-    with atomic_path(plans_file) as tmp:
-        Path(tmp).write_text(json.dumps(plans, indent=4))
+    write_text(plans_file, json.dumps(plans, indent=4))
 
 
 def extract_fingerprint(dataset_id: int, num_processes: int, samples: int | None = None) -> dict:
