@@ -213,3 +213,19 @@ def test_hd_and_nsd_of_a_known_shift_are_the_shift_in_mm():
     ref, pred, spacing = BATTERY["distance_exactly_at_tolerance"]
     sd = surface_distances(ref, pred, spacing)
     assert (robust_hausdorff(sd, 100), surface_dice(sd, 3.0)) == (3.0, 1.0)
+
+
+@pytest.mark.parametrize("spacing", [(1.5, 1.5, 1.5), (0.9, 1.1, 2.0)])
+def test_a_speckled_prediction_is_scored_by_a_distance_transform_with_the_references_values(spacing):
+    """Far-off speckle (a poor model's prediction) makes the local search dear: the scores come from a distance
+    transform of the crop (Maurer at an exact spacing, scipy's elsewhere), with the reference's values."""
+    from cadsflow.evaluation.surfaces import distance_method
+
+    rng = np.random.default_rng(4)
+    ref = ellipsoid(SHAPE, (16, 16, 14), (6, 6, 5))
+    pred = ellipsoid(SHAPE, (17, 16, 14), (6, 5, 5))
+    pred[tuple(rng.integers(0, n, 400) for n in SHAPE)] = True
+    expected = "maurer" if maurer_is_exact(ref.shape, spacing) else "edt"
+    assert distance_method(ref, pred, spacing) == expected
+    assert distance_method(ref, ellipsoid(SHAPE, (17, 16, 14), (6, 5, 5)), spacing) == "local"  # close surfaces
+    assert_same(score_masks(ref, pred, spacing).as_dict(), reference_scores(ref, pred, spacing), "speckle")

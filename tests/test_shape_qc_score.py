@@ -11,7 +11,8 @@ import pytest
 
 from cadsflow.shape_qc.model import PriorMeta, ShapePrior, build_decoder
 from cadsflow.shape_qc.presets import load_preset
-from cadsflow.shape_qc.score import distance_method, score_file, score_files, structure_hd, structure_rows
+from cadsflow.evaluation.surfaces import distance_method
+from cadsflow.shape_qc.score import score_file, score_files, structure_hd, structure_rows
 from cadsflow.shape_qc.score_table import (
     ABSENT,
     FAILED,

@@ -28,7 +28,8 @@ def write_config(workdir: Path, **overrides) -> Path:
 
 
 def snakemake(workdir: Path, *args: str, config: Path | None = None, timeout: int = 3000, check=True):
-    cmd = [SNAKEMAKE, "-s", str(REPO / "Snakefile"), "--directory", str(workdir), "--cores", "2", "--nolock"]
+    cmd = [SNAKEMAKE, "-s", str(REPO / "Snakefile"), "--directory", str(workdir), "--cores", "2", "--nolock",
+           "--scheduler", "greedy"]  # as profiles/local: the ILP scheduler's solver takes CPU from the jobs
     cmd += list(args)
     if config is not None:  # last: --configfile takes several values and would swallow targets after it
         cmd += ["--configfile", str(config)]

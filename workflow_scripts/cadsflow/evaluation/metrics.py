@@ -5,7 +5,10 @@ them (see surfaces.py). What makes a whole volume fast:
 - ``scipy.ndimage.find_objects`` gives every class's bounding box in a single scan of each label map (when classes
   merge labels, e.g. kidney_left + kidney_right -> kidneys, one lookup-table pass first turns labels into classes);
 - each class is then counted and scored on the crop of the union of its two bounding boxes, never on the full
-  grid.
+  grid;
+- each crop's surface distances come from the cheaper of the exact methods (surfaces.distance_method): the local
+  search where the surfaces lie close, a distance transform of the crop where a poor prediction's speckle lies far
+  from the reference (the demo's worst evaluation batch: 9.8 -> 6.5 s, the same scores).
 
 The raw metrics here follow the reference also for empty masks (Dice 0 and NSD 0 when exactly one mask is empty,
 HD = HD95 = +inf); the paper's false-negative penalty and exclusions are applied on top of them in volumes.py.
@@ -19,7 +22,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from scipy import ndimage
 
-from cadsflow.evaluation.surfaces import robust_hausdorff, surface_dice, surface_distances
+from cadsflow.evaluation.surfaces import distance_method, robust_hausdorff, surface_dice, surface_distances
 
 NSD_TOLERANCE_MM = 3.0  # Online Methods 5.1: tau = 3 mm (twice the 1.5 mm training spacing)
 HD95_PERCENTILE = 95.0  # Online Methods 5.1, equation 4
@@ -133,7 +136,7 @@ def _score_crops(ref: np.ndarray, pred: np.ndarray, spacing, tolerance_mm) -> Ra
     n_pred = int(np.count_nonzero(pred))
     intersection = int(np.count_nonzero(ref & pred))
     dice = 2.0 * intersection / (n_ref + n_pred) if n_ref + n_pred else float("nan")
-    sd = surface_distances(ref, pred, spacing)
+    sd = surface_distances(ref, pred, spacing, method=distance_method(ref, pred, spacing))
     return RawScores(
         ref_voxels=n_ref,
         pred_voxels=n_pred,

@@ -37,6 +37,7 @@ from pathlib import Path
 import numpy as np
 
 from cadsflow.evaluation.metrics import integer_labels
+from cadsflow.evaluation.surfaces import boundary_voxels
 from cadsflow.imageio import VolumeReadError, read_volume
 
 
@@ -147,20 +148,6 @@ def foreground_centroid_mm(labels: np.ndarray, affine: np.ndarray, unknown: int 
         return None
     mean_ijk = np.array([i.mean() for i in idx])
     return affine[:3, :3] @ mean_ijk + affine[:3, 3]
-
-
-def boundary_voxels(labels: np.ndarray) -> np.ndarray:
-    """Flat indices of voxels whose label differs from at least one of their 6 neighbours."""
-    edge = np.zeros(labels.shape, dtype=bool)
-    for axis in range(3):
-        lo = [slice(None)] * 3
-        hi = [slice(None)] * 3
-        lo[axis] = slice(None, -1)
-        hi[axis] = slice(1, None)
-        differs = labels[tuple(lo)] != labels[tuple(hi)]
-        edge[tuple(lo)] |= differs
-        edge[tuple(hi)] |= differs
-    return np.flatnonzero(edge)
 
 
 MAX_REDRAWS = 100  # rounds of redrawing points that fell on unknown voxels (each round keeps what it found)

@@ -33,30 +33,15 @@ import pandas as pd
 from scipy import ndimage
 
 from cadsflow.evaluation.metrics import bounding_box_diagonal_mm
-from cadsflow.evaluation.surfaces import maurer_is_exact, robust_hausdorff, surface_distances
+from cadsflow.evaluation.surfaces import distance_method, robust_hausdorff, surface_distances
 from cadsflow.shape_qc.model import ShapePrior
 from cadsflow.shape_qc.presets import ShapeQcPreset
 from cadsflow.shape_qc.reconstruct import Reconstruction, reconstruct
 from cadsflow.shape_qc.score_table import (ABSENT, FAILED, MISSING_IN_PSEUDOLABEL, MISSING_IN_RECONSTRUCTION, OK,
                                           SCORE_COLUMNS, WHOLE_VOLUME, write_scores)
-from cadsflow.shape_qc.sampling import LabelMapError, boundary_voxels, check_label_map, prepare, read_label_map
+from cadsflow.shape_qc.sampling import LabelMapError, check_label_map, prepare, read_label_map
 from cadsflow.shape_qc.train import volume_id_of
 
-# Cost of the local surface-distance search per surface voxel of both masks, worst case (far surfaces), in voxels of
-# the crop's Maurer distance transform (distance_method). Measured on the demo's 559/551/555 pseudo-labels against
-# their reconstructions (8 volumes each, 135 structures, crops of 69k-1.06M voxels, HD90 31.5-186 mm, 1 thread, best
-# of 2 on a shared 2-core machine): per crop voxel the Maurer transform takes ~105 ns (whole surface_distances call,
-# median), the local search per surface voxel 1.4 us median, 2.4 us at the 90th percentile: 13-23 crop voxels.
-# Break-even pairs, crop/surface: 9.2: local 150 ms, Maurer 94 ms; 10.4: 38 vs 47; 12.2: 32 vs 59; 14.6: 115 vs 87;
-# 21.7: 9.8 vs 12.0; 48.5: 15 vs 34. Totals of the choice over the 135 structures are flat from 16 to 30 (7.97-7.98 s;
-# 7.90 s choosing the faster of the two per structure; all local 24.2 s, all Maurer 8.15 s), against 11.94 s for the
-# previous rule (7 voxels of scipy's transform, 12.43 s for all of it).
-LOCAL_COST_PER_SURFACE_VOXEL = 20.0
-# Cost of scipy's distance transform per crop voxel, in Maurer-transform voxels: the fallback where the Maurer
-# transform would not give scipy's values bit for bit (cadsflow.evaluation.surfaces.maurer_is_exact). Same
-# measurement: 12.43 s vs 8.15 s over the 135 structures (median ratio 1.50); the resulting crossover, 20 / 1.5 = 13,
-# lies in the flat optimum of scipy's own (8-14 voxels, 11.83-11.86 s).
-EDT_COST_PER_CROP_VOXEL = 1.5
 log = logging.getLogger(__name__)
 
 
@@ -147,22 +132,6 @@ def structure_hd(a: np.ndarray, b: np.ndarray, spacing, percentile: float, metho
     """
     method = method or distance_method(a, b, spacing)
     return robust_hausdorff(surface_distances(a, b, spacing, method=method), percentile)
-
-
-def distance_method(a: np.ndarray, b: np.ndarray, spacing) -> str:
-    """The cheaper exact surface-distance method for two masks on one crop: "maurer", "edt" or "local".
-
-    The local search costs up to ~LOCAL_COST_PER_SURFACE_VOXEL Maurer-transform voxels per surface voxel (when the
-    surfaces lie far apart every corner goes to the k-d tree), a distance transform a fixed cost per voxel of the
-    crop. Pseudo-labels of a poor model (speckle, far-off parts) have huge surfaces far from the reconstruction:
-    there a transform is many times faster; close surfaces of compact structures keep the local search. The
-    transform is SimpleITK's Maurer transform where it gives scipy's distances bit for bit (maurer_is_exact: short
-    binary-fraction spacings such as the standardized 1.5 mm), scipy's (EDT_COST_PER_CROP_VOXEL times dearer)
-    elsewhere, so that every choice gives the same score.
-    """
-    surface = len(boundary_voxels(a)) + len(boundary_voxels(b))
-    transform, cost = ("maurer", 1.0) if maurer_is_exact(a.shape, spacing) else ("edt", EDT_COST_PER_CROP_VOXEL)
-    return transform if surface * LOCAL_COST_PER_SURFACE_VOXEL > a.size * cost else "local"
 
 
 def volume_rng(seed: int, volume_id: str) -> np.random.Generator:
