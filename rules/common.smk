@@ -10,9 +10,10 @@ from pathlib import Path
 
 WORKFLOW_CODE = str(Path(workflow.basedir) / "workflow_scripts")
 sys.path.insert(0, WORKFLOW_CODE)
-# Scheduling priority of the jobs that gate long chains (shape QC gates the Shape flavor; the atlas batch's ground
-# truth gates every flavor dataset): when more jobs are ready than cores, Snakemake starts these first. Measured on
-# the demo (2 cores): started last, they left one core idle for ~40 s. Order only; a cluster submits all ready jobs.
+# Scheduling priority of the jobs that gate long chains (standardization gates everything; shape QC gates the Shape
+# flavor; the atlas batch's ground truth gates every flavor dataset): when more jobs are ready than cores, Snakemake
+# starts these first. Measured on the demo (2 cores): started last, they left one core idle for ~40 s (the last
+# batch's ground truth, run alone: 10 s). Order only; a cluster submits all ready jobs.
 GATING_PRIORITY = 10
 
 from cadsflow.labels import load_label_space

@@ -38,6 +38,7 @@ rule standardize:
         "logs/standardize/{batch}.log",
     benchmark:
         "benchmarks/standardize/{batch}.tsv"
+    priority: GATING_PRIORITY
     conda:
         "../envs/imaging.yaml"
     resources:
