@@ -215,6 +215,23 @@ def test_percentile_scaling_of_a_constant_image_is_zero_and_nonfinite_voxels_are
                                     np.ptp(np.percentile(np.delete(image, 50), [5, 95])), rel=1e-6)
 
 
+def test_percentile_scaling_takes_the_same_values_with_and_without_non_finite_voxels_to_skip():
+    """An integer or all-finite image skips the masked copies; the values are those of the masked path."""
+    rng = np.random.default_rng(3)
+    ct = rng.integers(-1024, 2000, (12, 10, 8)).astype(np.int16)
+    with_nan = ct.astype(float)
+    with_nan[0, 0, 0] = np.nan  # the masked path: percentiles of the other voxels
+    masked = scale_percentiles(with_nan)
+    low, high = np.percentile(np.delete(with_nan.ravel(), 0), [5, 95])
+    expected = np.clip((ct.astype(float) - low) / (high - low), 0, 1).astype(np.float32)
+    np.testing.assert_array_equal(masked.ravel()[1:], expected.ravel()[1:])
+    low, high = np.percentile(ct.astype(float), [5, 95])
+    expected = np.clip((ct.astype(float) - low) / (high - low), 0, 1).astype(np.float32)
+    for image in (ct, ct.astype(np.float32), ct.astype(float)):
+        np.testing.assert_array_equal(scale_percentiles(image), expected)
+    np.testing.assert_array_equal(scale_percentiles(np.full((2, 2, 2), np.inf)), np.zeros((2, 2, 2), np.float32))
+
+
 def test_cli_scales_a_ct_file_keeping_its_grid_and_writes_flavor_plans(tmp_path):
     import nibabel as nib
 

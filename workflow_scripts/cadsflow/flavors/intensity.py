@@ -45,13 +45,19 @@ def scale_percentiles(image: np.ndarray, percentiles: tuple[float, float] = PERC
     if not 0 <= low_q < high_q <= 100:
         raise ValueError(f"percentiles must satisfy 0 <= low < high <= 100, got {percentiles}")
     data = np.asarray(image, dtype=np.float64)
-    finite = np.isfinite(data)
-    if not finite.any():
+    # An integer CT (the standardized volumes are int16) has only finite voxels: skip the three masked copies.
+    finite = None if np.issubdtype(np.asarray(image).dtype, np.integer) else np.isfinite(data)
+    if finite is not None and finite.all():
+        finite = None
+    if finite is not None and not finite.any():
         return np.zeros(data.shape, dtype=np.float32)
-    low, high = np.percentile(data[finite], [low_q, high_q])
-    out = np.zeros(data.shape, dtype=np.float64)
-    if high > low:
-        out[finite] = (data[finite] - low) / (high - low)
+    low, high = np.percentile(data if finite is None else data[finite], [low_q, high_q])
+    if finite is None:
+        out = (data - low) / (high - low) if high > low else (data > low).astype(np.float64)
     else:
-        out[finite] = (data[finite] > low).astype(np.float64)
-    return np.clip(out, *TARGET_RANGE).astype(np.float32)
+        out = np.zeros(data.shape, dtype=np.float64)
+        if high > low:
+            out[finite] = (data[finite] - low) / (high - low)
+        else:
+            out[finite] = (data[finite] > low).astype(np.float64)
+    return np.clip(out, *TARGET_RANGE, out=out).astype(np.float32)
