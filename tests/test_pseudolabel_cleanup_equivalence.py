@@ -83,3 +83,49 @@ def test_no_rules_and_empty_maps_come_back_unchanged():
     assert np.array_equal(clean_components(labels, CleanupRules(keep_largest={})), labels)
     empty = np.zeros((5, 6, 7), dtype=np.uint8)
     assert np.array_equal(clean_components(empty, RULE_SETS["keep_largest"]), empty)
+
+
+@pytest.mark.parametrize("axis", [0, 1, 2])
+def test_slice_wise_hole_filling_in_one_call_equals_filling_each_slice(axis):
+    """_fill_holes fills the slices across an axis with one 3-D call whose structure stays within a slice: open
+    tubes (holes in every slice, none in 3-D), holes in the first and last slices and random masks fill as the
+    authors' slice-by-slice 2-D fill does."""
+    from scipy import ndimage
+
+    from cadsflow.pseudolabel.postprocess import _in_slice_structure
+
+    rng = np.random.default_rng(axis)
+    tube = np.zeros((9, 10, 11), dtype=bool)
+    index = [slice(None)] * 3
+    index[(axis + 1) % 3], index[(axis + 2) % 3] = slice(2, 7), slice(2, 7)
+    tube[tuple(index)] = True
+    index[(axis + 1) % 3], index[(axis + 2) % 3] = slice(3, 6), slice(3, 6)
+    tube[tuple(index)] = False  # an open tube along `axis`: a hole in every slice, reaching both ends
+    for mask in (tube, rng.random((13, 9, 11)) < 0.6, rng.random((5, 14, 7)) < 0.75):
+        moved = np.moveaxis(mask, axis, 0)
+        per_slice = np.moveaxis(np.stack([ndimage.binary_fill_holes(s) for s in moved]), 0, axis)
+        assert np.array_equal(ndimage.binary_fill_holes(mask, structure=_in_slice_structure(axis)), per_slice)
+    assert not np.array_equal(ndimage.binary_fill_holes(tube), per_slice_tube := np.moveaxis(
+        np.stack([ndimage.binary_fill_holes(s) for s in np.moveaxis(tube, axis, 0)]), 0, axis))
+    assert per_slice_tube.sum() > tube.sum()
+
+
+@pytest.mark.parametrize("connectivity", [1, 2, 3])
+def test_hole_filling_by_labelling_the_background_equals_scipys_fill(connectivity):
+    """fill_holes labels the background once; scipy dilates from the border until nothing changes. Same masks for
+    3-D structures and in-slice ones, on random masks of every density, a closed shell and an empty grid."""
+    from scipy import ndimage
+
+    from cadsflow.pseudolabel.postprocess import _in_slice_structure, fill_holes
+
+    rng = np.random.default_rng(connectivity)
+    shell = np.zeros((12, 12, 12), dtype=bool)
+    shell[2:10, 2:10, 2:10] = True
+    shell[4:8, 4:8, 4:8] = False
+    masks = [shell, np.zeros((4, 5, 6), dtype=bool), np.ones((3, 3, 3), dtype=bool)]
+    masks += [rng.random(tuple(rng.integers(1, 16, 3))) < rng.uniform(0.2, 0.9) for _ in range(40)]
+    structures = [ndimage.generate_binary_structure(3, connectivity)] + [_in_slice_structure(a) for a in range(3)]
+    for mask in masks:
+        for structure in structures:
+            assert np.array_equal(fill_holes(mask, structure), ndimage.binary_fill_holes(mask, structure=structure))
+    assert fill_holes(shell, structures[0]).sum() == 8**3  # the shell's cavity is filled

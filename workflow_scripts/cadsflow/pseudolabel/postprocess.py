@@ -318,16 +318,45 @@ def _fill_holes(out: np.ndarray, label_id: int, box) -> bool:
     changed = False
     for axis in (None, SUPERIOR_AXIS, RIGHT_AXIS, ANTERIOR_AXIS, None):
         mask = view == label_id
-        if axis is None:
-            filled = ndimage.binary_fill_holes(mask)
-        else:
-            moved = np.moveaxis(mask, axis, 0)
-            filled = np.moveaxis(np.stack([ndimage.binary_fill_holes(s) for s in moved]), 0, axis)
+        # Slice-wise (the authors fill each slice along `axis` in 2-D) as one 3-D fill whose structure connects
+        # voxels only within a slice: the same fill, without a call per slice (tests compare the two).
+        filled = fill_holes(mask, ndimage.generate_binary_structure(3, 1) if axis is None
+                            else _in_slice_structure(axis))
         holes = filled & ~mask
         if holes.any():
             view[holes] = label_id
             changed = True
     return changed
+
+
+def fill_holes(mask: np.ndarray, structure: np.ndarray) -> np.ndarray:
+    """scipy.ndimage.binary_fill_holes(mask, structure), by labelling the background once instead of dilating from
+    the border until nothing changes (which takes as many passes as the farthest background voxel is from it: 6 s
+    of a 12 s demo pseudo-labelling job). A background component is kept (not a hole) when one of its voxels has a
+    neighbour under `structure` outside the grid, as scipy's border_value=1 dilation reaches it."""
+    background, count = ndimage.label(~mask, structure)
+    if count == 0:
+        return mask.copy()
+    reached = np.zeros(count + 1, dtype=bool)
+    centre = np.array(structure.shape) // 2
+    for axis in range(mask.ndim):
+        offsets = np.nonzero(structure)[axis] - centre[axis]
+        for side, step in ((0, -1), (-1, 1)):
+            if (offsets == step).any():  # a neighbour across this face of the grid lies outside it
+                index = [slice(None)] * mask.ndim
+                index[axis] = side
+                reached[np.unique(background[tuple(index)])] = True
+    reached[0] = True  # label 0: the mask itself
+    return mask | ~reached[background]
+
+
+def _in_slice_structure(axis: int) -> np.ndarray:
+    """scipy's 2-D default structure (4-connectivity) in the plane across `axis` of a 3x3x3 structure."""
+    structure = np.zeros((3, 3, 3), dtype=bool)
+    index = [slice(None)] * 3
+    index[axis] = 1
+    structure[tuple(index)] = ndimage.generate_binary_structure(2, 1)
+    return structure
 
 
 def _convex_hull(out: np.ndarray, label_id: int, erode: int, box) -> bool:
