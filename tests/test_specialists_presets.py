@@ -67,13 +67,15 @@ def test_presets_differ_only_in_cost_fields_and_the_paper_preset_trains_nnunets_
     assert differing == [
         "device", "fingerprint_samples", "gpu_memory_target_gb", "gpus",
         "infer_runtime_min_per_volume", "label_resampling", "mem_mb",
-        "network", "num_processes", "plan_runtime_min", "plans", "resampling_orders", "schedule", "shard_size", "target_spacing_mm",
+        "network", "num_processes", "plan_runtime_min", "plans", "resampling_orders", "schedule", "seed", "shard_size",
+        "target_spacing_mm",
         "threads", "tile_step_size", "train_runtime_min", "trainer", "verify_dataset_integrity",
     ]
     assert (paper.planner, paper.plans, paper.trainer) == ("ExperimentPlanner", "nnUNetPlans", "nnUNetTrainerCadsNoMirroring")
     assert paper.network == {"base_features": None, "max_features": None}
     assert paper.gpu_memory_target_gb is None and paper.target_spacing_mm is None
     assert paper.resampling_orders == {"image": None, "labels": None}  # nnU-Net's own
+    assert paper.seed is None and smoke.seed == 0  # nnU-Net does not seed; the demo gives the same models every run
     assert paper.label_resampling == "probabilities" and paper.verify_dataset_integrity
     assert (paper.configuration, paper.fold) == (smoke.configuration, smoke.fold) == ("3d_fullres", "all")
 
@@ -85,6 +87,22 @@ def test_smoke_preset_is_sized_for_a_cpu_demo():
     assert smoke.num_processes == 1  # nnU-Net's steps run case by case in the job's process, no spawned pools
     assert smoke.label_resampling == "nearest"
     assert smoke.resampling_orders == {"image": 1, "labels": 0}
+
+
+@pytest.mark.parametrize("seed", [-1, 1.5, True, "0"])
+def test_a_seed_that_is_not_null_or_a_non_negative_integer_is_rejected_naming_the_key(tmp_path, seed):
+    entry = yaml.safe_load(PRESETS_YAML.read_text())["smoke"]
+    entry["seed"] = seed
+    path = tmp_path / "presets.yaml"
+    path.write_text(yaml.safe_dump({"smoke": entry}))
+    with pytest.raises(PresetError, match="seed"):
+        load_preset("smoke", path)
+
+
+def test_the_seed_is_a_model_setting():
+    smoke = load_preset("smoke")
+    assert "seed=0" in smoke.model_settings
+    assert dataclasses.replace(smoke, seed=None).model_settings != smoke.model_settings  # a changed seed retrains
 
 
 @pytest.mark.parametrize("orders", [{"image": -1, "labels": 0}, {"image": 1, "labels": 6}, {"image": 1.5, "labels": 0},

@@ -126,6 +126,20 @@ def test_smoke_training_leaves_a_final_checkpoint_and_a_marker_naming_it(trained
     assert os.path.isfile(record["checkpoint"]) and record["checkpoint"].endswith("fold_all/checkpoint_final.pth")
 
 
+def test_a_seeded_training_of_the_same_data_gives_the_same_weights(trained):
+    """The smoke preset seeds Python's, NumPy's and torch's generators before training (`seed: 0`): a second
+    training of the same preprocessed data into another results folder gives the same weights, tensor for tensor."""
+    root, dirs, marker, record = trained
+    again = NnunetDirs(dirs.raw, dirs.preprocessed, root / "models_again")
+    planned = root / "nnUNet_preprocessed" / f"{GROUP}.planned"
+    second = root / "models_again" / f"{GROUP}.done"
+    specialist_step(again, "train", "--planned", str(planned), "--marker", str(second),
+                    "--log", str(root / "train_again.log"))
+    first = torch.load(record["checkpoint"], map_location="cpu", weights_only=False)["network_weights"]
+    repeat = torch.load(read_marker(second)["checkpoint"], map_location="cpu", weights_only=False)["network_weights"]
+    assert first.keys() == repeat.keys() and all(torch.equal(first[k], repeat[k]) for k in first)
+
+
 def test_smoke_training_uses_the_project_trainer_without_mirroring(trained):
     import torch
 

@@ -23,7 +23,7 @@ _FIELDS = (
     "network",
     "configuration", "fold", "device", "threads", "num_processes", "verify_dataset_integrity", "fingerprint_samples", "shard_size",
     "tile_step_size", "label_resampling", "gpus", "gpu_model",
-    "plan_runtime_min", "train_runtime_min", "infer_runtime_min_per_volume", "mem_mb",
+    "plan_runtime_min", "train_runtime_min", "infer_runtime_min_per_volume", "mem_mb", "seed",
 )
 
 
@@ -58,12 +58,13 @@ class Preset:
     train_runtime_min: int
     infer_runtime_min_per_volume: float
     mem_mb: int
+    seed: int | None = None  # Python's, NumPy's and torch's generators seeded before training; None: unseeded
 
     @property
     def model_settings(self) -> str:
         """The fields that shape a trained model; a change replans and retrains, inference-only fields do not."""
         fields = ("trainer", "schedule", "plans", "planner", "gpu_memory_target_gb", "target_spacing_mm",
-                  "resampling_orders", "network", "fingerprint_samples", "configuration", "fold")
+                  "resampling_orders", "network", "fingerprint_samples", "configuration", "fold", "seed")
         return ", ".join(f"{k}={getattr(self, k)!r}" for k in fields)
 
     @property
@@ -114,6 +115,7 @@ def load_preset(name: str, path: str | Path = PRESETS_YAML) -> Preset:
         train_runtime_min=_positive_int(entry["train_runtime_min"], f"{where}: train_runtime_min"),
         infer_runtime_min_per_volume=float(entry["infer_runtime_min_per_volume"]),
         mem_mb=_positive_int(entry["mem_mb"], f"{where}: mem_mb"),
+        seed=None if entry["seed"] is None else _non_negative_int(entry["seed"], f"{where}: seed"),
     )
 
 

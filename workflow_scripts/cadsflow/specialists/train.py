@@ -110,11 +110,27 @@ def run_nnunet_training(dataset_id: int, preset: Preset) -> type:
     import torch
     from nnunetv2.run.run_training import maybe_load_checkpoint
 
+    if preset.seed is not None:
+        seed_generators(preset.seed)
     trainer = build_trainer(dataset_id, preset, continue_training=True, device=torch.device(preset.device))
     maybe_load_checkpoint(trainer, continue_training=True, validation_only=False)
     trainer.run_training()
     trainer.perform_actual_validation(False)
     return type(trainer)
+
+
+def seed_generators(seed: int) -> None:
+    """Seed this job's Python, NumPy and torch generators (the preset's `seed`): nnU-Net draws its weights from torch
+    and its patches and augmentations from NumPy and Python's random, in this process when augmentation runs in
+    it (a CPU job: nnUNet_n_proc_DA 0), so a CPU training of the same data gives the same weights."""
+    import random
+
+    import numpy as np
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
 
 
 def build_trainer(dataset_id: int, preset: Preset, continue_training: bool, device):
