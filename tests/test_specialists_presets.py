@@ -101,7 +101,8 @@ BAD_ORDERS = [{"image": -1, "labels": 0}, {"image": 1, "labels": 6}, {"image": 1
 BAD_SEEDS = [-1, 1.5, True, "0"]  # a seed is null or a non-negative integer
 
 
-@pytest.mark.parametrize("key, value", [("resampling_orders", v) for v in BAD_ORDERS] + [("seed", v) for v in BAD_SEEDS])
+@pytest.mark.parametrize("key, value",
+                         [("resampling_orders", v) for v in BAD_ORDERS] + [("seed", v) for v in BAD_SEEDS])
 def test_a_malformed_resampling_order_or_seed_is_rejected_naming_its_key(tmp_path, key, value):
     entry = yaml.safe_load(PRESETS_YAML.read_text())["smoke"]
     entry[key] = value

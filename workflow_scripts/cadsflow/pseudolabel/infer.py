@@ -451,8 +451,8 @@ def predict_logits(predictor, model_input):
     half-precision weight. An image that fits the patch (the smoke preset's specialists) is one tile. Skipped: its
     per-call weight reload, tile worker thread and queue. The network runs as cadsflow.pseudolabel.cpu_compile
     compiles it for the CPU, whose float32 logits differ from the eager network's in rounding only; the argmax can
-    change where two classes' logits tie within that rounding. Any other case (several folds, mirroring, a GPU, a 2-D patch) goes
-    through nnU-Net unchanged.
+    change where two classes' logits tie within that rounding. Any other case (several folds, mirroring, a GPU, a
+    2-D patch) goes through nnU-Net unchanged.
     """
     import torch
     from acvl_utils.cropping_and_padding.padding import pad_nd_image
