@@ -52,12 +52,7 @@ def scale_percentiles(image: np.ndarray, percentiles: tuple[float, float] = PERC
     if finite is not None and not finite.any():
         return np.zeros(data.shape, dtype=np.float32)
     low, high = np.percentile(data if finite is None else data[finite], [low_q, high_q])
-    if finite is None:
-        out = (data - low) / (high - low) if high > low else (data > low).astype(np.float64)
-    else:
-        out = np.zeros(data.shape, dtype=np.float64)
-        if high > low:
-            out[finite] = (data[finite] - low) / (high - low)
-        else:
-            out[finite] = (data[finite] > low).astype(np.float64)
+    out = (data - low) / (high - low) if high > low else (data > low).astype(np.float64)
+    if finite is not None:
+        out[~finite] = 0.0  # their own arithmetic gave them inf or nan
     return np.clip(out, *TARGET_RANGE, out=out).astype(np.float32)
